@@ -1,0 +1,1 @@
+"""One folder per method; each registers ``<name>`` and ``<name>-tiny`` with nerfstudio."""

@@ -1,0 +1,1 @@
+"""nerfstudio glue shared by every scene3d method: the trainer, viewer defaults, config helpers."""

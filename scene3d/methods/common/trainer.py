@@ -1,0 +1,89 @@
+"""The trainer every scene3d method runs under: nerfstudio's, with safe checkpoints.
+
+nerfstudio 1.1.5's trainer writes checkpoints in place (a run killed mid-write leaves a torn file that resume then
+chokes on) and reloads them with a bare ``torch.load``. :class:`S3DTrainer` changes only that:
+
+* checkpoints are written to a temporary file beside the checkpoint folder and renamed into it, so the folder only
+  ever holds complete checkpoints; older ones are deleted after the new one is in place;
+* what is written is checked to load with ``torch.load(weights_only=True)`` (current torch's default, which
+  ``ns-viewer``, ``ns-eval``, ``ns-render`` and ``ns-export`` use), and resume loads it that way;
+* resume ignores stray files in the checkpoint folder and names the folder in its error when it holds nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nerfstudio.configs.base_config import ViewerConfig
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from scene3d.core.checkpoint import atomic_torch_save, checkpoint_steps, latest_checkpoint, load_checkpoint
+from scene3d.core.errors import RunFolderError
+
+
+def local_viewer() -> ViewerConfig:
+    """nerfstudio's viewer settings, bound to 127.0.0.1 rather than every interface (nerfstudio's 0.0.0.0)."""
+    return ViewerConfig(websocket_host="127.0.0.1", num_rays_per_chunk=1 << 14)
+
+
+@dataclass
+class S3DTrainerConfig(TrainerConfig):
+    """nerfstudio's ``TrainerConfig`` with scene3d's trainer and a viewer bound to localhost."""
+
+    _target: type = field(default_factory=lambda: S3DTrainer)
+    viewer: ViewerConfig = field(default_factory=local_viewer)
+    """Viewer settings; ``--viewer.websocket-host 0.0.0.0`` serves it to other machines."""
+
+
+class S3DTrainer(Trainer):
+    """nerfstudio's trainer with atomic, weights-only checkpoints (see the module docstring)."""
+
+    config: S3DTrainerConfig
+
+    def save_checkpoint(self, step: int) -> None:
+        """Write ``step-XXXXXXXXX.ckpt`` atomically, then drop older checkpoints if only the latest is kept."""
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_path: Path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        state = {
+            "step": step,
+            "pipeline": pipeline.state_dict(),
+            "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
+            "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
+            "scalers": self.grad_scaler.state_dict(),
+        }
+        # The temporary file lives in the run folder, not the checkpoint folder: nerfstudio's own loaders parse
+        # every name in the checkpoint folder as a step number.
+        atomic_torch_save(state, ckpt_path, tmp_dir=self.checkpoint_dir.parent)
+        if self.config.save_only_latest_checkpoint:
+            for old in self.checkpoint_dir.glob("step-*.ckpt"):
+                if old != ckpt_path:
+                    old.unlink()
+
+    def _load_checkpoint(self) -> None:
+        """Resume from ``--load-dir`` (latest or ``--load-step``) or ``--load-checkpoint``, weights only."""
+        load_dir, load_file = self.config.load_dir, self.config.load_checkpoint
+        if load_dir is not None:
+            if self.config.load_step is None:
+                load_path = latest_checkpoint(load_dir)
+            else:
+                load_path = Path(load_dir) / f"step-{self.config.load_step:09d}.ckpt"
+                if not load_path.is_file():
+                    raise RunFolderError(
+                        load_dir, f"has no checkpoint for step {self.config.load_step}; it has {checkpoint_steps(load_dir)}"
+                    )
+        elif load_file is not None:
+            load_path = Path(load_file)
+        else:
+            CONSOLE.print("No checkpoint to load, so training from scratch.")
+            return
+        state = load_checkpoint(load_path)
+        self._start_step = state["step"] + 1
+        self.pipeline.load_pipeline(state["pipeline"], state["step"])
+        self.optimizers.load_optimizers(state["optimizers"])
+        if "schedulers" in state and self.config.load_scheduler:
+            self.optimizers.load_schedulers(state["schedulers"])
+        self.grad_scaler.load_state_dict(state["scalers"])
+        CONSOLE.print(f"Resumed from {load_path} (step {state['step']}).")
