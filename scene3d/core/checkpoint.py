@@ -97,10 +97,10 @@ def check_weights_only(obj: Any, where: str = "checkpoint") -> None:
     Containers are ``dict`` (string or integer keys), ``list``, ``tuple`` and ``OrderedDict``; ``torch.Size``,
     ``torch.dtype`` and ``torch.device`` are accepted because the weights-only unpickler accepts them.
     """
-    if isinstance(obj, torch.Tensor | _PLAIN_SCALARS | torch.Size | torch.dtype | torch.device):
+    if isinstance(obj, (torch.Tensor, torch.Size, torch.dtype, torch.device, *_PLAIN_SCALARS)):
         return
     if isinstance(obj, Mapping):
-        if type(obj) not in (dict,) and type(obj).__name__ != "OrderedDict":
+        if type(obj) is not dict and type(obj).__name__ != "OrderedDict":
             raise TypeError(f"{where} is a {type(obj).__name__}; use a plain dict so weights_only loading works")
         for key, value in obj.items():
             if not isinstance(key, str | int):

@@ -1,0 +1,83 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from scene3d.core.checkpoint import (
+    atomic_torch_save,
+    check_weights_only,
+    checkpoint_steps,
+    latest_checkpoint,
+    load_checkpoint,
+)
+from scene3d.core.errors import RunFolderError
+
+
+def test_roundtrip_weights_only(tmp_path: Path):
+    state = {"step": 3, "pipeline": {"w": torch.arange(4.0)}, "opt": [{"lr": 1e-2, "betas": (0.9, 0.99)}]}
+    atomic_torch_save(state, tmp_path / "step-000000003.ckpt")
+    loaded = load_checkpoint(tmp_path / "step-000000003.ckpt")
+    assert loaded["step"] == 3 and torch.equal(loaded["pipeline"]["w"], torch.arange(4.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["step-000000003.ckpt"]  # no temporary file left behind
+
+
+def test_refuses_objects_that_weights_only_cannot_load(tmp_path: Path):
+    class Thing:
+        pass
+
+    with pytest.raises(TypeError, match=r"checkpoint\['x'\]\[0\]"):
+        check_weights_only({"x": [Thing()]})
+    with pytest.raises(TypeError):
+        atomic_torch_save({"x": Path("a")}, tmp_path / "a.ckpt")
+    assert not (tmp_path / "a.ckpt").exists()
+
+
+def test_latest_checkpoint_ignores_stray_files(tmp_path: Path):
+    for step in (5, 40):
+        atomic_torch_save({"step": step}, tmp_path / f"step-{step:09d}.ckpt")
+    (tmp_path / ".step-000000041.ckpt.abc.tmp").write_bytes(b"torn")
+    (tmp_path / "notes.txt").write_text("x")
+    assert checkpoint_steps(tmp_path) == [5, 40]
+    assert latest_checkpoint(tmp_path).name == "step-000000040.ckpt"
+    with pytest.raises(RunFolderError, match="holds no step"):
+        latest_checkpoint(tmp_path / "..")
+    with pytest.raises(RunFolderError, match="does not exist"):
+        latest_checkpoint(tmp_path / "missing")
+
+
+def test_torn_file_gives_clear_error(tmp_path: Path):
+    (tmp_path / "step-000000001.ckpt").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(RunFolderError, match="weights_only=True"):
+        load_checkpoint(tmp_path / "step-000000001.ckpt")
+
+
+def test_killed_writer_leaves_previous_file_intact(tmp_path: Path):
+    """SIGKILL a process while it rewrites a large checkpoint: the old complete file is still there and loads."""
+    target = tmp_path / "step-000000001.ckpt"
+    atomic_torch_save({"step": 1, "w": torch.zeros(10)}, target)
+    script = (
+        "import torch, sys\n"
+        "from scene3d.core.checkpoint import atomic_torch_save\n"
+        "while True:\n"
+        f"    atomic_torch_save({{'step': 2, 'w': torch.zeros(20_000_000)}}, {str(target)!r})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        # wait until the writer has started at least one temporary file, then kill it mid-write
+        for _ in range(600):
+            if any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+                break
+            proc.poll()
+            assert proc.returncode is None
+            import time
+
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+    state = load_checkpoint(target)
+    assert state["step"] in (1, 2)
+    assert os.path.getsize(target) > 0
