@@ -7,13 +7,20 @@ chokes on) and reloads them with a bare ``torch.load``. :class:`S3DTrainer` chan
   ever holds complete checkpoints; older ones are deleted after the new one is in place;
 * what is written is checked to load with ``torch.load(weights_only=True)`` (current torch's default, which
   ``ns-viewer``, ``ns-eval``, ``ns-render`` and ``ns-export`` use), and resume loads it that way;
-* resume ignores stray files in the checkpoint folder and names the folder in its error when it holds nothing.
+* resume ignores stray files in the checkpoint folder and names the folder in its error when it holds nothing;
+* a pipeline that needs more than one optimisation step per iteration (a GAN's alternating G and D steps) may
+  define ``train_iteration(step, optimizers, grad_scaler)`` (see :class:`CustomIteration`), which then replaces
+  nerfstudio's single forward/backward/step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+from nerfstudio.engine.optimizers import Optimizers
 
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
@@ -26,6 +33,19 @@ from scene3d.core.errors import RunFolderError
 def local_viewer() -> ViewerConfig:
     """nerfstudio's viewer settings, bound to 127.0.0.1 rather than every interface (nerfstudio's 0.0.0.0)."""
     return ViewerConfig(websocket_host="127.0.0.1", num_rays_per_chunk=1 << 14)
+
+
+@runtime_checkable
+class CustomIteration(Protocol):
+    """A pipeline that runs its own training iteration (e.g. alternating GAN steps).
+
+    It zeroes, steps and schedules the optimizers it uses itself, and returns what nerfstudio's
+    ``Trainer.train_iteration`` returns: ``(loss, loss_dict, metrics_dict)`` for logging.
+    """
+
+    def train_iteration(
+        self, step: int, optimizers: Optimizers, grad_scaler: torch.amp.GradScaler
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]: ...
 
 
 @dataclass
@@ -41,6 +61,13 @@ class S3DTrainer(Trainer):
     """nerfstudio's trainer with atomic, weights-only checkpoints (see the module docstring)."""
 
     config: S3DTrainerConfig
+
+    def train_iteration(self, step: int):  # type: ignore[override]
+        """nerfstudio's iteration, or the pipeline's own when it implements :class:`CustomIteration`."""
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        if isinstance(pipeline, CustomIteration):
+            return pipeline.train_iteration(step, self.optimizers, self.grad_scaler)
+        return super().train_iteration(step)
 
     def save_checkpoint(self, step: int) -> None:
         """Write ``step-XXXXXXXXX.ckpt`` atomically, then drop older checkpoints if only the latest is kept."""
