@@ -67,3 +67,84 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--enable-unsafe-swiftshader",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = os.environ.get("SCENE3D_TEST_ARTIFACTS", os.path.join(os.path.dirname(__file__), "..", "test-artifacts"))
+
+
+def scene_visible(png: "object", *, region: tuple[float, float, float, float] = (0.0, 0.0, 0.55, 1.0)) -> tuple[bool, str]:
+    """Whether a screenshot shows a rendered scene in ``region`` (fractions x0, y0, x1, y1 of the image).
+
+    A scene is visible when the region is neither blank nor one uniform colour: enough pixels differ from the
+    region's most common colour, and the colours vary. Returns the verdict and a short description for messages.
+    """
+    import numpy as np
+
+    img = np.asarray(png)[..., :3].astype(np.int16)
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = region
+    crop = img[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)]
+    flat = crop.reshape(-1, 3)
+    colours, counts = np.unique(flat // 8, axis=0, return_counts=True)
+    mode = colours[counts.argmax()] * 8
+    differs = (np.abs(flat - mode).max(axis=1) > 24).mean()
+    std = float(flat.std(axis=0).mean())
+    ok = differs > 0.02 and std > 4.0 and len(colours) > 20
+    return ok, f"{differs:.1%} of pixels differ from the dominant colour, std {std:.1f}, {len(colours)} colour bins"
+
+
+class BrowserPage:
+    """A headless Chromium page and a way to wait until it shows a rendered scene."""
+
+    def __init__(self, page) -> None:
+        self.page = page
+
+    def wait_for_scene(self, name: str, *, timeout_s: float = 120.0, region=(0.0, 0.0, 0.55, 1.0)) -> str:
+        """Screenshot every second until :func:`scene_visible` holds; the last one is kept in ``ARTIFACTS/name``.
+
+        Returns the verdict; raises AssertionError with the last verdict when nothing shows within ``timeout_s``.
+        """
+        import io
+        import time
+
+        from PIL import Image
+
+        path = os.path.join(ARTIFACTS, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        deadline = time.monotonic() + timeout_s
+        verdict = "no screenshot taken"
+        while time.monotonic() < deadline:
+            png = self.page.screenshot(path=path)
+            ok, verdict = scene_visible(Image.open(io.BytesIO(png)), region=region)
+            if ok:
+                return verdict
+            self.page.wait_for_timeout(1000)
+        raise AssertionError(f"no rendered scene within {timeout_s:.0f} s ({verdict}); last screenshot: {path}")
+
+
+@pytest.fixture
+def browser():
+    """A :class:`BrowserPage` on Debian's Chromium through playwright (tests using it are marked ``browser``)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield BrowserPage(chromium.new_page(viewport={"width": 1000, "height": 700}))
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def scene_visible_check():
+    """:func:`scene_visible`, for tests that judge a screenshot themselves."""
+    return scene_visible
