@@ -76,3 +76,59 @@ def accumulate(
     src = weights[:, None] if values is None else weights[:, None] * values
     out = torch.zeros(n_rays, src.shape[-1], dtype=src.dtype, device=src.device)
     return out.index_add(0, ray_indices, src)
+
+
+def sample_pdf(
+    bins: Float[Tensor, "R E"],
+    weights: Float[Tensor, "R B"],
+    num_samples: int,
+    *,
+    deterministic: bool = False,
+    eps: float = 1e-5,
+    generator: torch.Generator | None = None,
+) -> Float[Tensor, "R S"]:
+    """Importance sampling by inverse transform (NeRF's hierarchical sampling, Mildenhall et al. 2020, §5.2).
+
+    Each ray's piecewise-constant density is ``p(t) ∝ w_j`` on ``[bins_j, bins_{j+1})``. With the CDF
+    ``F(bins_j) = Σ_{k<j} ŵ_k`` (``ŵ = (w + eps) / Σ(w + eps)``), a uniform ``u`` maps to
+    ``t = bins_j + (u − F_j) / ŵ_j · (bins_{j+1} − bins_j)`` for the ``j`` with ``F_j ≤ u < F_{j+1}``.
+
+    Args:
+        bins: ``B + 1`` sorted bin edges per ray.
+        weights: ``B`` non-negative weights per ray (need not sum to one).
+        num_samples: samples to draw per ray.
+        deterministic: use the stratified mid-points ``u = (i + ½) / num_samples`` instead of uniform noise.
+        eps: added to every weight, so all-zero rays sample uniformly.
+        generator: random generator for the uniform draws.
+
+    Returns:
+        ``(R, num_samples)`` samples, sorted when ``deterministic`` (otherwise in draw order).
+
+    Example:
+        >>> bins = torch.tensor([[0.0, 1.0, 2.0]])
+        >>> sample_pdf(bins, torch.tensor([[0.0, 1.0]]), 2, deterministic=True, eps=0.0)
+        tensor([[1.2500, 1.7500]])
+    """
+    if bins.shape[-1] != weights.shape[-1] + 1:
+        raise ValueError(f"bins must have one more entry than weights per ray, got {bins.shape[-1]} and {weights.shape[-1]}")
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    weights = weights + eps
+    pdf = weights / weights.sum(dim=-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, dim=-1)], dim=-1)  # (R, B+1)
+    n_rays, n_bins = weights.shape
+    if deterministic:
+        u = (torch.arange(num_samples, device=bins.device, dtype=bins.dtype) + 0.5) / num_samples
+        u = u.expand(n_rays, num_samples).contiguous()
+    else:
+        u = torch.rand(n_rays, num_samples, device=bins.device, dtype=bins.dtype, generator=generator)
+    # index of the bin holding u: the last edge with F_j <= u
+    idx = torch.searchsorted(cdf.contiguous(), u, right=True) - 1
+    idx = idx.clamp(0, n_bins - 1)
+    cdf_lo = torch.gather(cdf, 1, idx)
+    cdf_hi = torch.gather(cdf, 1, idx + 1)
+    bin_lo = torch.gather(bins, 1, idx)
+    bin_hi = torch.gather(bins, 1, idx + 1)
+    denom = cdf_hi - cdf_lo
+    frac = torch.where(denom > 0, (u - cdf_lo) / denom.clamp_min(1e-12), torch.zeros_like(u))
+    return bin_lo + frac.clamp(0.0, 1.0) * (bin_hi - bin_lo)
