@@ -1,0 +1,38 @@
+"""`s3d data synth` and `s3d data check` end to end (through the s3d dispatcher)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scene3d.cli.main import main
+
+pytestmark = pytest.mark.data
+
+
+def test_synth_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "fwd"
+    args = ["data", "synth", "--kind", "forward", "--out", str(out), "--size", "32", "--views", "9", "--seed", "2"]
+    assert main([*args, "--stylized"]) == 0
+    printed = capsys.readouterr().out
+    assert "9 frames of 32x32" in printed and "views/s" in printed
+    meta = json.loads((out / "transforms.json").read_text())
+    assert meta["scene3d"]["kind"] == "forward" and meta["scene3d"]["seed"] == 2 and meta["scene3d"]["stylized"]
+    assert len(meta["frames"]) == 9 and all("stylized_file_path" in f for f in meta["frames"])
+
+    assert main(["data", "check", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith("ok")
+
+    (out / "masks" / "frame_00002.png").unlink()
+    assert main(["data", "check", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "frames[2].mask_path" in err and "frame_00002.png" in err
+
+
+def test_synth_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "synth", "--kind", "object", "--out", str(tmp_path / "x"), "--size", "16"]) == 2
+    assert "size must be an integer from 32 to 800" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "synth", "--kind", "nope", "--out", str(tmp_path / "y")])
