@@ -6,7 +6,7 @@ here line up with the rays nerfstudio's ``Cameras.generate_rays`` makes for the 
 
 Colour images are anti-aliased with 2×2 ordered-grid supersampling (sub-pixel offsets ±0.25 px, averaged in linear
 [0, 1] before 8-bit rounding); depth, normals and masks come from the single pixel-centre ray, so they are exact
-samples at the pixel centre.
+samples at the pixel centre. Arithmetic is float32 (depth error ≪ the 1 mm of the depth PNGs).
 
 open3d is imported inside :class:`SceneRaycaster`, so importing this module stays light.
 """
@@ -29,15 +29,25 @@ _SUBPIXEL = (-0.25, 0.25)
 
 @dataclass(frozen=True)
 class Hits:
-    """First hits of a batch of rays (misses: ``object_ids == -1``, ``t = inf``, zero normals)."""
+    """The rays of a batch of ``count`` that hit a surface (index ``index`` into the batch), and their hits."""
 
-    t: Float[np.ndarray, " N"]
-    object_ids: Int[np.ndarray, " N"]
-    points: Float[np.ndarray, "N 3"]
-    normals: Float[np.ndarray, "N 3"]
-    """Interpolated shading normals, unit, turned to face the ray origin."""
-    geometric_normals: Float[np.ndarray, "N 3"]
+    count: int
+    index: Int[np.ndarray, " M"]
+    t: Float[np.ndarray, " M"]
+    """Distance along the (unit) ray."""
+    object_ids: Int[np.ndarray, " M"]
+    """Index into ``scene.objects``."""
+    points: Float[np.ndarray, "M 3"]
+    normals: Float[np.ndarray, "M 3"]
+    """Shading normals (interpolated on curved faces), unit, turned to face the ray origin."""
+    geometric_normals: Float[np.ndarray, "M 3"]
     """Triangle normals, unit, turned to face the ray origin."""
+
+    def dense(self, values: np.ndarray, fill: float | int) -> np.ndarray:
+        """Scatter per-hit ``values`` into a ``count``-long array holding ``fill`` where rays missed."""
+        out = np.full((self.count, *values.shape[1:]), fill, dtype=values.dtype)
+        out[self.index] = values
+        return out
 
 
 @dataclass(frozen=True)
@@ -79,119 +89,121 @@ class SceneRaycaster:
                 raise RuntimeError(f"open3d gave geometry id {gid} to object {index}")
             corner_normals.append(mesh.normals[mesh.faces])
             offsets.append(offsets[-1] + len(mesh.faces))
-        self._corner_normals = np.concatenate(corner_normals, axis=0)  # (F_total, 3, 3)
+        corners = np.concatenate(corner_normals, axis=0)  # (F_total, 3 corners, 3)
+        self._corner_normals = corners.astype(np.float32)
+        # Faces whose three vertex normals agree are flat: their shading normal is the triangle normal.
+        self._curved_face = np.abs(corners - corners.mean(axis=1, keepdims=True)).max(axis=(1, 2)) > 1e-6
         self._face_offsets = np.asarray(offsets[:-1], dtype=np.int64)
-        self._rotations = np.stack([o.rotation for o in scene.objects])
-        self._translations = np.stack([o.translation for o in scene.objects])
         self._foreground = np.asarray([o.foreground for o in scene.objects], dtype=bool)
-        self._background = np.asarray(scene.background_color, dtype=np.float64)
+        self._background = np.asarray(scene.background_color, dtype=np.float32)
+        self._specular = np.asarray([[o.look(s)[1].specular for o in scene.objects] for s in (False, True)], np.float32)
+        self._shininess = np.asarray([[o.look(s)[1].shininess for o in scene.objects] for s in (False, True)], np.float32)
+        self._toon = np.asarray([[o.look(s)[1].toon_levels for o in scene.objects] for s in (False, True)], np.float32)
 
     # ------------------------------------------------------------------ tracing
     def trace(self, origins: Float[np.ndarray, "N 3"], directions: Float[np.ndarray, "N 3"]) -> Hits:
         """First hits of rays with unit ``directions``."""
-        rays = np.concatenate([origins, directions], axis=-1).astype(np.float32)
+        rays = np.concatenate([origins, directions], axis=-1, dtype=np.float32)
         out = self._rc.cast_rays(self._o3d.core.Tensor(rays))
-        t = out["t_hit"].numpy().astype(np.float64)
-        gid = out["geometry_ids"].numpy().astype(np.int64)
-        hit = gid != int(self._rc.INVALID_ID)
-        object_ids = np.where(hit, gid, -1)
-        points = np.zeros_like(origins, dtype=np.float64)
-        normals = np.zeros_like(points)
-        geo = np.zeros_like(points)
-        if hit.any():
-            d = directions[hit].astype(np.float64)
-            points[hit] = origins[hit] + t[hit, None] * d
-            prim = out["primitive_ids"].numpy()[hit].astype(np.int64)
-            uv = out["primitive_uvs"].numpy()[hit].astype(np.float64)
-            corners = self._corner_normals[self._face_offsets[gid[hit]] + prim]  # (M, 3, 3)
+        gid = out["geometry_ids"].numpy()
+        index = np.flatnonzero(gid != self._rc.INVALID_ID)
+        ids = gid[index].astype(np.int64)
+        t = out["t_hit"].numpy()[index]
+        d = rays[index, 3:]
+        points = rays[index, :3] + t[:, None] * d
+        geo = out["primitive_normals"].numpy()[index]
+        # One-sided surfaces (ground, walls) may be seen from behind: make the normals face the viewer.
+        flip = np.where(np.einsum("mj,mj->m", geo, d) > 0, np.float32(-1), np.float32(1))[:, None]
+        geo *= flip
+        normals = geo.copy()
+        face = self._face_offsets[ids] + out["primitive_ids"].numpy()[index].astype(np.int64)
+        curved = np.flatnonzero(self._curved_face[face])
+        if len(curved):
+            uv = out["primitive_uvs"].numpy()[index[curved]]
             bary = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], axis=-1)
-            n = np.einsum("mk,mkj->mj", bary, corners)
-            n /= np.linalg.norm(n, axis=-1, keepdims=True).clip(1e-12)
-            g = out["primitive_normals"].numpy()[hit].astype(np.float64)
-            # One-sided surfaces (ground, walls) may be seen from behind: make both normals face the viewer.
-            flip = np.where((g * d).sum(-1) > 0, -1.0, 1.0)[:, None]
-            geo[hit] = g * flip
-            n = n * flip
-            n = np.where(((n * d).sum(-1) > 0)[:, None], geo[hit], n)  # shading normal behind a grazing hit
-            normals[hit] = n
-        return Hits(t=np.where(hit, t, np.inf), object_ids=object_ids, points=points, normals=normals, geometric_normals=geo)
+            n = np.einsum("mk,mkj->mj", bary, self._corner_normals[face[curved]])
+            n *= flip[curved] / np.linalg.norm(n, axis=-1, keepdims=True).clip(1e-12)
+            # a shading normal that points away from the viewer (grazing hit on a coarse mesh): use the triangle's
+            behind = np.einsum("mj,mj->m", n, d[curved]) > 0
+            n[behind] = geo[curved][behind]
+            normals[curved] = n
+        return Hits(
+            count=len(rays), index=index, t=t, object_ids=ids, points=points, normals=normals, geometric_normals=geo
+        )
 
-    def _light_visibility(self, hits: Hits) -> tuple[Float[np.ndarray, "N 3"], Bool[np.ndarray, " N"]]:
-        """Unit direction towards the light and shadow-ray visibility at every hit (misses: visible)."""
+    def _light_visibility(self, hits: Hits) -> tuple[Float[np.ndarray, "M 3"], Bool[np.ndarray, " M"]]:
+        """Unit direction towards the light and shadow-ray visibility at every hit."""
         light = self.scene.light
-        hit = hits.object_ids >= 0
-        start = hits.points + _SHADOW_OFFSET * hits.geometric_normals
+        start = hits.points + np.float32(_SHADOW_OFFSET) * hits.geometric_normals
+        vector = np.asarray(light.vector, dtype=np.float32)
         if light.kind == "directional":
-            to_light = np.broadcast_to(np.asarray(light.vector, dtype=np.float64), start.shape).copy()
-            to_light /= np.linalg.norm(to_light, axis=-1, keepdims=True)
-            rays = np.concatenate([start[hit], to_light[hit]], axis=-1)
-            tfar = float("inf")
+            to_light = np.broadcast_to(vector / np.linalg.norm(vector), start.shape)
+            span, tfar = to_light, float("inf")
         else:
-            span = np.asarray(light.vector, dtype=np.float64)[None] - start
+            span = vector[None] - start
             to_light = span / np.linalg.norm(span, axis=-1, keepdims=True).clip(1e-12)
-            rays = np.concatenate([start[hit], span[hit]], axis=-1)
-            tfar = 1.0  # direction length is the unit: stop at the light
-        visible = np.ones(len(start), dtype=bool)
-        if len(rays):
-            occluded = self._rc.test_occlusions(self._o3d.core.Tensor(rays.astype(np.float32)), tfar=tfar).numpy()
-            visible[hit] = ~occluded
-        return to_light, visible
+            tfar = 1.0  # the direction's length is the unit: stop at the light
+        if not len(start):
+            return np.zeros((0, 3), np.float32), np.zeros(0, dtype=bool)
+        rays = np.concatenate([start, span], axis=-1, dtype=np.float32)
+        occluded = self._rc.test_occlusions(self._o3d.core.Tensor(rays), tfar=tfar).numpy()
+        return np.ascontiguousarray(to_light), ~occluded
 
     # ------------------------------------------------------------------ shading
     def shade_hits(self, hits: Hits, directions: Float[np.ndarray, "N 3"], *, stylized: bool) -> Float[np.ndarray, "N 3"]:
-        """Colour in [0, 1] of every ray: the shaded surface, or the background colour where the ray missed."""
-        return self._shade(hits, directions, self._light_visibility(hits), stylized=stylized)
+        """Colour in [0, 1] of every ray of the batch: the shaded surface, or the background colour."""
+        colors = self._shade(hits, directions[hits.index], self._light_visibility(hits), stylized=stylized)
+        out = np.broadcast_to(self._background, (hits.count, 3)).copy()
+        out[hits.index] = colors
+        return out
 
     def _shade(
         self,
         hits: Hits,
-        directions: Float[np.ndarray, "N 3"],
-        light: tuple[Float[np.ndarray, "N 3"], Bool[np.ndarray, " N"]],
+        hit_directions: Float[np.ndarray, "M 3"],
+        light: tuple[Float[np.ndarray, "M 3"], Bool[np.ndarray, " M"]],
         *,
         stylized: bool,
         highlights: bool = True,
-    ) -> Float[np.ndarray, "N 3"]:
+    ) -> Float[np.ndarray, "M 3"]:
+        """Shaded colour of every hit."""
         to_light, visible = light
-        color = np.broadcast_to(self._background, hits.points.shape).copy()
-        hit = hits.object_ids >= 0
-        if not hit.any():
-            return color
-        ids = hits.object_ids[hit]
-        albedo = np.zeros((len(ids), 3))
-        specular, shininess, toon = np.zeros(len(ids)), np.ones(len(ids)), np.zeros(len(ids))
-        for index, obj in enumerate(self.scene.objects):
-            sel = ids == index
-            if not sel.any():
-                continue
-            texture, material = obj.look(stylized)
-            local = (hits.points[hit][sel] - obj.translation) @ obj.rotation  # R^T (p - t), row-vector form
-            albedo[sel] = evaluate_texture(texture, local)
-            specular[sel] = material.specular if highlights else 0.0
-            shininess[sel], toon[sel] = material.shininess, material.toon_levels
-        color[hit] = shade(
+        ids = hits.object_ids
+        albedo = np.zeros((len(ids), 3), dtype=np.float32)
+        for index in np.unique(ids).tolist():
+            obj = self.scene.objects[index]
+            sel = np.flatnonzero(ids == index)
+            local = (hits.points[sel] - obj.translation.astype(np.float32)) @ obj.rotation.astype(np.float32)
+            albedo[sel] = evaluate_texture(obj.look(stylized)[0], local)
+        look = int(stylized)
+        specular = self._specular[look][ids] if highlights else np.zeros(len(ids), np.float32)
+        return shade(
             albedo,
-            hits.normals[hit],
-            to_light[hit],
-            -directions[hit].astype(np.float64),
-            visible[hit],
+            hits.normals,
+            to_light,
+            -hit_directions,
+            visible,
             self.scene.light.ambient,
             specular,
-            shininess,
-            toon,
+            self._shininess[look][ids],
+            self._toon[look][ids],
         )
-        return color
 
     def _supersampled(
         self, origins: Float[np.ndarray, "S N 3"], directions: Float[np.ndarray, "S N 3"], stylized_too: bool
     ) -> tuple[Float[np.ndarray, "N 3"], Float[np.ndarray, "N 3"] | None]:
         """Mean colour over ``S`` sub-pixel rays per pixel (and the stylized colour, when asked)."""
         s, n = origins.shape[:2]
-        o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
-        hits = self.trace(o, d)
+        d = directions.reshape(-1, 3)
+        hits = self.trace(origins.reshape(-1, 3), d)
         light = self._light_visibility(hits)
-        rgb = self._shade(hits, d, light, stylized=False).reshape(s, n, 3).mean(axis=0)
-        styl = self._shade(hits, d, light, stylized=True).reshape(s, n, 3).mean(axis=0) if stylized_too else None
-        return rgb, styl
+        d_hit = d[hits.index]
+        results = []
+        for stylized in (False, True) if stylized_too else (False,):
+            color = np.broadcast_to(self._background, (hits.count, 3)).copy()
+            color[hits.index] = self._shade(hits, d_hit, light, stylized=stylized)
+            results.append(color.reshape(s, n, 3).mean(axis=0))
+        return results[0], (results[1] if stylized_too else None)
 
     # ------------------------------------------------------------------ cameras
     def render_pinhole(
@@ -204,51 +216,81 @@ class SceneRaycaster:
         stylized: bool = False,
     ) -> ViewRender:
         """Render one pinhole view (OpenGL camera-to-world ``c2w``, intrinsics ``K``)."""
-        origins, dirs = pinhole_rays(c2w, K, width, height)
-        o = origins.reshape(-1, 3).double().numpy()
-        d = dirs.reshape(-1, 3).double().numpy()
-        hits = self.trace(o, d)
-        forward = -c2w[:3, 2].double().numpy()
-        hit = hits.object_ids >= 0
-        depth = np.where(hit, np.where(hit, hits.t, 0.0) * (d @ forward), 0.0)
-        mask = hit & self._foreground[np.maximum(hits.object_ids, 0)]
+        return self.render_pinhole_batch(c2w[None], K, width, height, stylized=stylized)[0]
 
-        sub_o, sub_d = [], []
-        for dy in _SUBPIXEL:
-            for dx in _SUBPIXEL:
-                # Moving the principal point by (-dx, -dy) moves every ray through (u + 0.5 + dx, v + 0.5 + dy).
-                K_sub = K.clone()
-                K_sub[0, 2] -= dx
-                K_sub[1, 2] -= dy
-                so, sd = pinhole_rays(c2w, K_sub, width, height)
-                sub_o.append(so.reshape(-1, 3).double().numpy())
-                sub_d.append(sd.reshape(-1, 3).double().numpy())
-        rgb, styl = self._supersampled(np.stack(sub_o), np.stack(sub_d), stylized)
-        return ViewRender(
-            rgb=to_uint8(rgb).reshape(height, width, 3),
-            rgb_stylized=None if styl is None else to_uint8(styl).reshape(height, width, 3),
-            depth=depth.reshape(height, width),
-            normals=hits.normals.reshape(height, width, 3),
-            mask=mask.reshape(height, width),
-            object_ids=hits.object_ids.reshape(height, width),
+    def render_pinhole_batch(
+        self,
+        c2w: Float[torch.Tensor, "C 4 4"],
+        K: Float[torch.Tensor, "3 3"],
+        width: int,
+        height: int,
+        *,
+        stylized: bool = False,
+    ) -> list[ViewRender]:
+        """Render ``C`` pinhole views sharing intrinsics ``K`` in one pass (fewer, larger ray batches)."""
+        # Per camera five ray sets: the pixel centres, then 2x2 sub-pixel offsets for anti-aliasing. Moving the
+        # principal point by (-dx, -dy) moves every ray through (u + 0.5 + dx, v + 0.5 + dy).
+        sets = 1 + len(_SUBPIXEL) ** 2
+        Ks = K.float().expand(sets, 3, 3).clone()
+        for i, (dy, dx) in enumerate((dy, dx) for dy in _SUBPIXEL for dx in _SUBPIXEL):
+            Ks[1 + i, 0, 2] -= dx
+            Ks[1 + i, 1, 2] -= dy
+        n_cam, n_pix = c2w.shape[0], width * height
+        origins, dirs = pinhole_rays(
+            c2w.float()[:, None].expand(n_cam, sets, 4, 4), Ks.expand(n_cam, sets, 3, 3), width, height
         )
+        all_o = origins.reshape(n_cam, sets, n_pix, 3).numpy()
+        all_d = dirs.reshape(n_cam, sets, n_pix, 3).numpy()
+        d = all_d[:, 0].reshape(-1, 3)
+        hits = self.trace(all_o[:, 0].reshape(-1, 3), d)
+        forward = -c2w[:, :3, 2].float().numpy()  # (C, 3)
+        cam = hits.index // n_pix
+        z = hits.t * np.einsum("mj,mj->m", d[hits.index], forward[cam])
+        depth = hits.dense(z, 0.0)
+        object_ids = hits.dense(hits.object_ids, -1)
+        mask = object_ids >= 0
+        mask[mask] = self._foreground[object_ids[mask]]
+        normals = hits.dense(hits.normals, 0.0)
+        sub_o = all_o[:, 1:].transpose(1, 0, 2, 3).reshape(sets - 1, -1, 3)
+        sub_d = all_d[:, 1:].transpose(1, 0, 2, 3).reshape(sets - 1, -1, 3)
+        rgb, styl = self._supersampled(sub_o, sub_d, stylized)
+        shape = (n_cam, height, width)
+        rgb8 = to_uint8(rgb).reshape(*shape, 3)
+        styl8 = None if styl is None else to_uint8(styl).reshape(*shape, 3)
+        return [
+            ViewRender(
+                rgb=rgb8[i],
+                rgb_stylized=None if styl8 is None else styl8[i],
+                depth=depth.reshape(shape)[i],
+                normals=normals.reshape(*shape, 3)[i],
+                mask=mask.reshape(shape)[i],
+                object_ids=object_ids.reshape(shape)[i],
+            )
+            for i in range(n_cam)
+        ]
 
     def render_equirect(
-        self, c2w: Float[torch.Tensor, "4 4"], width: int, height: int
-    ) -> tuple[UInt8[np.ndarray, "H W 3"], Float[np.ndarray, "H W"]]:
-        """An equirectangular panorama from ``c2w``'s centre (directions from
-        :func:`scene3d.core.cameras.equirect_directions`, rotated by ``c2w``) and its ray distance in metres
-        (0 where the ray misses). Colour is averaged over a 2× finer grid, whose 2×2 blocks share the pixel's
-        centre in longitude and latitude."""
-        rot = c2w[:3, :3].double().numpy()
-        centre = c2w[:3, 3].double().numpy()
-        d = equirect_directions(width, height).reshape(-1, 3).double().numpy() @ rot.T
-        hits = self.trace(np.broadcast_to(centre, d.shape).copy(), d)
-        distance = np.where(hits.object_ids >= 0, np.where(hits.object_ids >= 0, hits.t, 0.0), 0.0)
-        fine = equirect_directions(2 * width, 2 * height).double().numpy() @ rot.T  # (2H, 2W, 3)
+        self, c2w: Float[torch.Tensor, "4 4"], width: int, height: int, *, stylized: bool = False
+    ) -> tuple[UInt8[np.ndarray, "H W 3"], UInt8[np.ndarray, "H W 3"] | None, Float[np.ndarray, "H W"]]:
+        """An equirectangular panorama from ``c2w``'s centre: colour, stylized colour (or ``None``) and the ray
+        distance in metres (0 where the ray misses).
+
+        Directions come from :func:`scene3d.core.cameras.equirect_directions` rotated by ``c2w``. Colour is
+        averaged over a 2× finer grid, whose 2×2 blocks share the pixel's centre in longitude and latitude.
+        """
+        rot = c2w[:3, :3].float().numpy()
+        centre = c2w[:3, 3].float().numpy()
+        d = equirect_directions(width, height).reshape(-1, 3).numpy() @ rot.T
+        hits = self.trace(np.broadcast_to(centre, d.shape), d)
+        distance = hits.dense(hits.t, 0.0)
+        fine = equirect_directions(2 * width, 2 * height).numpy() @ rot.T  # (2H, 2W, 3)
         blocks = fine.reshape(height, 2, width, 2, 3).transpose(1, 3, 0, 2, 4).reshape(4, -1, 3)
-        rgb, _ = self._supersampled(np.broadcast_to(centre, blocks.shape).copy(), blocks, False)
-        return to_uint8(rgb).reshape(height, width, 3), distance.reshape(height, width)
+        rgb, styl = self._supersampled(np.broadcast_to(centre, blocks.shape), blocks, stylized)
+        return (
+            to_uint8(rgb).reshape(height, width, 3),
+            None if styl is None else to_uint8(styl).reshape(height, width, 3),
+            distance.reshape(height, width),
+        )
 
     # ------------------------------------------------------------------ points
     def sample_surface_points(
@@ -275,15 +317,18 @@ class SceneRaycaster:
             points[sel] = (bary[sel, :, None] * mesh.vertices[tri]).sum(axis=1)
             n = (bary[sel, :, None] * mesh.normals[tri]).sum(axis=1)
             normals[sel] = n / np.linalg.norm(n, axis=-1, keepdims=True).clip(1e-12)
+        points32, normals32 = points.astype(np.float32), normals.astype(np.float32)
         hits = Hits(
-            t=np.zeros(count),
+            count=count,
+            index=np.arange(count),
+            t=np.zeros(count, np.float32),
             object_ids=owner[faces],
-            points=points,
-            normals=normals,
-            geometric_normals=normals,
+            points=points32,
+            normals=normals32,
+            geometric_normals=normals32,
         )
-        matte = self._shade(hits, -normals, self._light_visibility(hits), stylized=False, highlights=False)
-        return points, normals, to_uint8(matte)
+        matte = self._shade(hits, -normals32, self._light_visibility(hits), stylized=False, highlights=False)
+        return points32, normals32, to_uint8(matte)
 
 
 def to_uint8(color: Float[np.ndarray, "*shape 3"]) -> UInt8[np.ndarray, "*shape 3"]:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +131,33 @@ def generate_scene(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    with _torch_single_thread():
+        _generate(kind, out, size, views, seed, stylized, steps, instances)
+    logger.info("generated %s scene in %s in %.2f s", kind, out, time.perf_counter() - start)
+    return out
+
+
+@contextmanager
+def _torch_single_thread() -> Iterator[None]:
+    """Run torch single-threaded inside the block, then restore the caller's setting.
+
+    The generator only calls torch for small ray batches (the rays of a few views); on a busy machine torch's
+    intra-op thread pool makes each such call 20-30x slower than one thread does (measured: 8 ms vs 200 ms).
+    Embree (open3d) keeps its own threads for the ray casting itself.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _generate(
+    kind: str, out: Path, size: int, views: int, seed: int, stylized: bool, steps: int, instances: int | None
+) -> None:
     if kind in ("object", "forward"):
         _generate_single(kind, out, size, views, seed, stylized)
     elif kind == "changing":
@@ -145,8 +174,6 @@ def generate_scene(
         generate_collection(
             out, size=size, views=views, seed=seed, stylized=stylized, instances=instances or DEFAULT_INSTANCES
         )
-    logger.info("generated %s scene in %s in %.2f s", kind, out, time.perf_counter() - start)
-    return out
 
 
 def _generate_single(kind: str, out: Path, size: int, views: int, seed: int, stylized: bool) -> None:

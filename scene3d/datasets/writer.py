@@ -105,8 +105,9 @@ def write_mesh_ply(
     path.write_bytes(header + _vertex_records(vertices, normals, rgb) + face_rec.tobytes())
 
 
-def write_meshes(folder: Path, scene: Scene) -> list[dict[str, Any]]:
-    """Each object's world-space mesh as ``folder/<name>.ply`` plus all of them merged as ``folder/scene.ply``.
+def write_meshes(folder: Path, scene: Scene, *, merged: bool = True) -> list[dict[str, Any]]:
+    """Each object's world-space mesh as ``folder/<name>.ply`` plus, with ``merged``, all of them merged as
+    ``folder/scene.ply``.
 
     Vertex colours are the (unshaded) albedo of the normal look at each vertex.
     """
@@ -122,6 +123,8 @@ def write_meshes(folder: Path, scene: Scene) -> list[dict[str, Any]]:
         merged_c.append(colors)
         offset += len(mesh.vertices)
         entries.append({"name": obj.name, "file": f"{folder.name}/{obj.name}.ply", "foreground": obj.foreground})
+    if not merged:
+        return entries
     write_mesh_ply(
         folder / "scene.ply",
         np.concatenate(merged_v),
@@ -154,7 +157,27 @@ class DatasetWriter:
         self, raycaster: SceneRaycaster, c2w: Float[torch.Tensor, "4 4"], extra: dict[str, Any] | None = None
     ) -> ViewRender:
         """Render one view, write its images and record its frame."""
-        view = raycaster.render_pinhole(c2w, self.K, self.width, self.height, stylized=self.stylized)
+        return self.add_views(raycaster, c2w[None], None if extra is None else [extra])[0]
+
+    def add_views(
+        self,
+        raycaster: SceneRaycaster,
+        c2w: Float[torch.Tensor, "C 4 4"],
+        extra: list[dict[str, Any]] | None = None,
+    ) -> list[ViewRender]:
+        """Render views in batches of about 2^18 pixels, write their images and record their frames."""
+        per_batch = max(1, (1 << 18) // (self.width * self.height))
+        renders = []
+        for start in range(0, c2w.shape[0], per_batch):
+            views = raycaster.render_pinhole_batch(
+                c2w[start : start + per_batch], self.K, self.width, self.height, stylized=self.stylized
+            )
+            for k, view in enumerate(views):
+                self._write_frame(view, c2w[start + k], None if extra is None else extra[start + k])
+            renders += views
+        return renders
+
+    def _write_frame(self, view: ViewRender, c2w: Float[torch.Tensor, "4 4"], extra: dict[str, Any] | None) -> None:
         name = f"frame_{len(self.frames):05d}.png"
         frame: dict[str, Any] = {
             "file_path": f"images/{name}",
@@ -168,17 +191,16 @@ class DatasetWriter:
         save_png(self.out / frame["normal_file_path"], encode_normals(view.normals, view.object_ids >= 0))
         save_png(self.out / frame["mask_path"], (view.mask * 255).astype(np.uint8))
         if self.stylized:
+            if view.rgb_stylized is None:
+                raise RuntimeError("a stylized dataset needs stylized renders")
             frame["stylized_file_path"] = f"images_stylized/{name}"
-            assert view.rgb_stylized is not None
             save_png(self.out / frame["stylized_file_path"], view.rgb_stylized)
         frame.update(extra or {})
         self.frames.append(frame)
-        return view
 
     def add_rig(self, raycaster: SceneRaycaster, rig: CameraRig, extra: list[dict[str, Any]] | None = None) -> None:
         """Render every view of ``rig``."""
-        for i in range(len(rig)):
-            self.add_view(raycaster, rig.c2w[i], None if extra is None else extra[i])
+        self.add_views(raycaster, rig.c2w, extra)
 
     def write_points(self, raycaster: SceneRaycaster, count: int, rng: np.random.Generator) -> str:
         """Sample ``count`` coloured surface points into ``points3d.ply``; returns its relative path."""

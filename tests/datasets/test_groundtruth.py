@@ -30,6 +30,23 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path: Path) 
     assert a["images/frame_00000.png"] != c["images/frame_00000.png"]
 
 
+@pytest.mark.parametrize(
+    ("kind", "kwargs"),
+    [
+        ("forward", {"views": 3}),
+        ("changing", {"views": 2, "steps": 2}),
+        ("room", {"views": 3}),
+        ("collection", {"views": 1, "instances": 2}),
+    ],
+)
+def test_every_kind_is_deterministic(tmp_path: Path, kind: str, kwargs: dict) -> None:
+    from scene3d.datasets.synthetic import generate_scene
+
+    a = _files(generate_scene(kind, tmp_path / "a", size=32, seed=1, stylized=True, **kwargs))
+    b = _files(generate_scene(kind, tmp_path / "b", size=32, seed=1, stylized=True, **kwargs))
+    assert a == b
+
+
 def _inverse_depth_bilinear(depth: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Depth at continuous image coordinates by bilinear interpolation of 1/z (exact on planes), and where the
     four neighbouring pixels all hold a surface at similar depth (one surface, not an occlusion edge)."""
