@@ -108,7 +108,7 @@ def random_objects_on_ground(
     centre: tuple[float, float] = (0.0, 0.0),
     occupied: list[tuple[float, float, float]] | None = None,
     name_start: int = 0,
-    scale_range: tuple[float, float] = (0.18, 0.32),
+    scale_range: tuple[float, float] = (0.2, 0.35),
     glossy: int = 1,
 ) -> list[SceneObject]:
     """``count`` random objects resting on ``z = 0`` without overlap; ``glossy`` of them get the glossy material.

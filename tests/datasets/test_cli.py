@@ -36,3 +36,16 @@ def test_synth_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "size must be an integer from 32 to 800" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["data", "synth", "--kind", "nope", "--out", str(tmp_path / "y")])
+
+
+def test_imports_stay_light() -> None:
+    """`import scene3d.datasets.synthetic` (and the validator, and the CLI module) load no heavy library."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, scene3d.datasets.synthetic, scene3d.datasets.validate, scene3d.cli.data; "
+        "print(sorted(m for m in ('open3d', 'nerfstudio', 'torch', 'trimesh') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
