@@ -102,7 +102,7 @@ def generate_collection(out: Path, *, size: int, views: int, seed: int, stylized
                 shape_family="superquadric",
                 shape_params={k: list(v) for k, v in SHAPE_PARAMS.items()},
                 camera={
-                    "distribution": "uniform on the sphere band |elevation| <= max_elevation_deg, looking at the origin",
+                    "distribution": "uniform on the sphere band |elevation| <= max_elevation_deg, facing the origin",
                     "radius": CAMERA_RADIUS,
                     "fov_deg": FOV_DEG,
                     "max_elevation_deg": MAX_ELEVATION_DEG,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,21 +137,34 @@ def random_objects_on_ground(
     return placed
 
 
-def _surface(
-    name: str, shape: str, params: dict, rotation: np.ndarray, translation: list[float], texture: Texture, rng: np.random.Generator
+def background_surface(
+    name: str,
+    shape: str,
+    params: dict[str, Any],
+    texture: Texture,
+    rng: np.random.Generator,
+    *,
+    rotation: np.ndarray | None = None,
+    translation: tuple[float, float, float] = (0.0, 0.0, 0.0),
 ) -> SceneObject:
     """A background surface (ground, wall, ceiling): matte, not in the foreground masks."""
     return SceneObject(
         name=name,
         shape=shape,
         params=params,
-        rotation=rotation,
+        rotation=np.eye(3) if rotation is None else rotation,
         translation=np.asarray(translation, dtype=np.float64),
         texture=texture,
         material=MATTE,
         stylized_texture=stylize_texture(texture, rng),
         foreground=False,
     )
+
+
+def unit(v: tuple[float, float, float]) -> tuple[float, float, float]:
+    """``v`` normalised, rounded to 6 decimals."""
+    n = math.sqrt(sum(c * c for c in v))
+    return (round(v[0] / n, 6), round(v[1] / n, 6), round(v[2] / n, 6))
 
 
 def _neutral_checker(rng: np.random.Generator, scale: float) -> Texture:
@@ -162,16 +176,17 @@ def _sun(rng: np.random.Generator, elevation_deg: float, ambient: float) -> Ligh
     az = float(rng.uniform(0, 2 * math.pi))
     el = math.radians(elevation_deg)
     v = (math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el))
-    return Light("directional", tuple(round(c, 6) for c in v), ambient)  # type: ignore[arg-type]
+    return Light("directional", unit(v), ambient)
 
 
 # ---------------------------------------------------------------------------------------------------- object
 def object_scene(rng: np.random.Generator, *, num_objects: int = 5) -> Scene:
     """An object group on a finite ground (a disk or a square, seeded) under a sun with soft ambient light."""
     if rng.random() < 0.5:
-        ground = _surface("ground", "disk", {"radius": 2.2, "cell": 0.25}, np.eye(3), [0.0, 0.0, 0.0], _neutral_checker(rng, 0.5), rng)
+        shape, params = "disk", {"radius": 2.2, "cell": 0.25}
     else:
-        ground = _surface("ground", "plane", {"size": [4.0, 4.0], "cell": 0.25}, np.eye(3), [0.0, 0.0, 0.0], _neutral_checker(rng, 0.5), rng)
+        shape, params = "plane", {"size": [4.0, 4.0], "cell": 0.25}
+    ground = background_surface("ground", shape, params, _neutral_checker(rng, 0.5), rng)
     objects = random_objects_on_ground(rng, num_objects, area_radius=1.3)
     return Scene(objects=(ground, *objects), light=_sun(rng, 55.0, 0.4), background_color=OBJECT_BACKGROUND)
 
@@ -201,12 +216,17 @@ def orbit_cameras(
 # ---------------------------------------------------------------------------------------------------- forward
 def forward_scene(rng: np.random.Generator) -> Scene:
     """A tabletop-like arrangement in front of a back wall, for forward-facing (LLFF-like) captures."""
-    ground = _surface("ground", "plane", {"size": [8.0, 6.0], "cell": 0.25}, np.eye(3), [0.0, -0.4, 0.0], _neutral_checker(rng, 0.5), rng)
+    ground_params = {"size": [8.0, 6.0], "cell": 0.25}
+    ground_tex = _neutral_checker(rng, 0.5)
+    ground = background_surface("ground", "plane", ground_params, ground_tex, rng, translation=(0.0, -0.4, 0.0))
     hue = float(rng.random())
     wall_tex = Texture("waves", hsv_color(hue, 0.25, 0.85), hsv_color(hue + 0.08, 0.35, 0.7), scale=0.4, axis=0)
-    wall = _surface("back_wall", "plane", {"size": [8.0, 4.0], "cell": 0.25}, rotation_x(math.pi / 2), [0.0, 2.6, 2.0], wall_tex, rng)
+    wall = background_surface(
+        "back_wall", "plane", {"size": [8.0, 4.0], "cell": 0.25}, wall_tex, rng,
+        rotation=rotation_x(math.pi / 2), translation=(0.0, 2.6, 2.0),
+    )  # fmt: skip
     objects = random_objects_on_ground(rng, 6, area_radius=1.45, centre=(0.0, 0.7))
-    light = Light("directional", tuple(np.round(np.array([-0.45, -0.6, 0.66]) / np.linalg.norm([-0.45, -0.6, 0.66]), 6).tolist()), 0.4)  # type: ignore[arg-type]
+    light = Light("directional", unit((-0.45, -0.6, 0.66)), 0.4)
     return Scene(objects=(ground, wall, *objects), light=light, background_color=OBJECT_BACKGROUND)
 
 

@@ -176,7 +176,8 @@ def random_texture(
     pattern = str(patterns[int(rng.integers(len(patterns)))])
     hue = float(rng.random())
     color_a = hsv_color(hue, float(rng.uniform(0.45, 0.8)), float(rng.uniform(0.65, 0.95)))
-    color_b = hsv_color(hue + float(rng.uniform(0.25, 0.75)), float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.45, 0.9)))
+    hue_b = hue + float(rng.uniform(0.25, 0.75))
+    color_b = hsv_color(hue_b, float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.45, 0.9)))
     return Texture(
         pattern=pattern,  # type: ignore[arg-type]
         color_a=color_a,

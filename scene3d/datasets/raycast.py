@@ -96,9 +96,11 @@ class SceneRaycaster:
         self._face_offsets = np.asarray(offsets[:-1], dtype=np.int64)
         self._foreground = np.asarray([o.foreground for o in scene.objects], dtype=bool)
         self._background = np.asarray(scene.background_color, dtype=np.float32)
-        self._specular = np.asarray([[o.look(s)[1].specular for o in scene.objects] for s in (False, True)], np.float32)
-        self._shininess = np.asarray([[o.look(s)[1].shininess for o in scene.objects] for s in (False, True)], np.float32)
-        self._toon = np.asarray([[o.look(s)[1].toon_levels for o in scene.objects] for s in (False, True)], np.float32)
+        # material tables indexed [stylized][object]
+        looks = [[o.look(stylized)[1] for o in scene.objects] for stylized in (False, True)]
+        self._specular = np.asarray([[m.specular for m in row] for row in looks], np.float32)
+        self._shininess = np.asarray([[m.shininess for m in row] for row in looks], np.float32)
+        self._toon = np.asarray([[m.toon_levels for m in row] for row in looks], np.float32)
 
     # ------------------------------------------------------------------ tracing
     def trace(self, origins: Float[np.ndarray, "N 3"], directions: Float[np.ndarray, "N 3"]) -> Hits:
@@ -150,7 +152,9 @@ class SceneRaycaster:
         return np.ascontiguousarray(to_light), ~occluded
 
     # ------------------------------------------------------------------ shading
-    def shade_hits(self, hits: Hits, directions: Float[np.ndarray, "N 3"], *, stylized: bool) -> Float[np.ndarray, "N 3"]:
+    def shade_hits(
+        self, hits: Hits, directions: Float[np.ndarray, "N 3"], *, stylized: bool
+    ) -> Float[np.ndarray, "N 3"]:
         """Colour in [0, 1] of every ray of the batch: the shaded surface, or the background colour."""
         colors = self._shade(hits, directions[hits.index], self._light_visibility(hits), stylized=stylized)
         out = np.broadcast_to(self._background, (hits.count, 3)).copy()

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from scene3d.core.cameras import fibonacci_sphere, intrinsics_from_fov, look_at
-from scene3d.datasets.layouts import CameraRig, held_out_indices
+from scene3d.datasets.layouts import CameraRig, background_surface, held_out_indices
 from scene3d.datasets.materials import GLOSSY, MATTE, Light, Texture, hsv_color, random_texture, stylize_texture
 from scene3d.datasets.scene import Scene, SceneObject
 from scene3d.datasets.shapes import rotation_x, rotation_z
@@ -25,8 +26,15 @@ EYE_HEIGHT = 1.5
 
 
 def _piece(
-    rng: np.random.Generator, name: str, shape: str, params: dict, centre: list[float], *, texture: Texture | None = None,
-    glossy: bool = False, yaw: float = 0.0,
+    rng: np.random.Generator,
+    name: str,
+    shape: str,
+    params: dict[str, Any],
+    centre: list[float],
+    *,
+    texture: Texture | None = None,
+    glossy: bool = False,
+    yaw: float = 0.0,
 ) -> SceneObject:
     tex = texture or random_texture(rng, scale_range=(0.12, 0.3))
     return SceneObject(
@@ -48,17 +56,8 @@ def _shell(rng: np.random.Generator, sx: float, sy: float, h: float) -> list[Sce
     hue = float(rng.random())
 
     def surface(name: str, size: list[float], rot: np.ndarray, centre: list[float], tex: Texture) -> SceneObject:
-        return SceneObject(
-            name=name,
-            shape="plane",
-            params={"size": size, "cell": 0.25},
-            rotation=rot,
-            translation=np.asarray(centre, dtype=np.float64),
-            texture=tex,
-            material=MATTE,
-            stylized_texture=stylize_texture(tex, rng),
-            foreground=False,
-        )
+        params = {"size": size, "cell": 0.25}
+        return background_surface(name, "plane", params, tex, rng, rotation=rot, translation=tuple(centre))
 
     def wall_tex(i: int) -> Texture:
         kind = ("waves", "solid", "stripes", "checker")[i]
@@ -154,9 +153,11 @@ def room_cameras(scene: Scene, n: int, size: int, rng: np.random.Generator, *, f
         eyes.append(eye)
         targets.append(target)
     if eyes:
-        c2w.append(look_at(torch.tensor(np.array(eyes), dtype=torch.float32), torch.tensor(np.array(targets), dtype=torch.float32)))
+        eye_t = torch.tensor(np.array(eyes), dtype=torch.float32)
+        c2w.append(look_at(eye_t, torch.tensor(np.array(targets), dtype=torch.float32)))
     groups = ("centre",) * n_centre + ("interior",) * (n - n_centre)
-    return CameraRig(c2w=torch.cat(c2w), K=intrinsics_from_fov(fov_deg, size, size), width=size, height=size, groups=groups)
+    K = intrinsics_from_fov(fov_deg, size, size)
+    return CameraRig(c2w=torch.cat(c2w), K=K, width=size, height=size, groups=groups)
 
 
 def panorama_pose() -> torch.Tensor:

@@ -68,7 +68,7 @@ class DatasetSummary:
         lines = [
             f"{self.path}: {self.kind or 'nerfstudio'} dataset, {self.num_frames} frames of {self.width}x{self.height}",
             f"  splits: train {self.num_train}, val {self.num_val}, test {self.num_test}",
-            f"  extras: {', '.join(extras) or 'none'}; points: {self.num_points if self.num_points is not None else 'none'}",
+            f"  extras: {', '.join(extras) or 'none'}; points: {self.num_points or 'none'}",
         ]
         if self.scene_box is not None:
             lines.append(f"  scene_box: {list(self.scene_box[0])} .. {list(self.scene_box[1])}")
@@ -131,9 +131,8 @@ def check_pose(value: Any, tf: Path, field: str) -> np.ndarray:
     ortho = float(np.abs(rot.T @ rot - np.eye(3)).max())
     det = float(np.linalg.det(rot))
     if ortho > _RIGID_TOL or abs(det - 1.0) > _RIGID_TOL:
-        raise DataError(
-            tf, field, f"rotation part is not rigid (max |RᵀR − I| = {ortho:.2e}, det = {det:.4f}; expected a rotation)"
-        )
+        problem = f"rotation part is not rigid (max |RᵀR − I| = {ortho:.2e}, det = {det:.4f}; expected a rotation)"
+        raise DataError(tf, field, problem)
     out = np.eye(4)
     out[:3] = m[:3]
     return out
@@ -307,7 +306,8 @@ def _check_box(tf: Path, meta: dict[str, Any]) -> tuple[tuple[float, float, floa
     except (TypeError, ValueError) as err:
         raise DataError(tf, "scene_box", f"must be [[xmin, ymin, zmin], [xmax, ymax, zmax]] ({err})") from err
     if box.shape != (2, 3) or not np.isfinite(box).all():
-        raise DataError(tf, "scene_box", f"must be [[xmin, ymin, zmin], [xmax, ymax, zmax]] of finite numbers, got shape {box.shape}")
+        problem = f"must be [[xmin, ymin, zmin], [xmax, ymax, zmax]] of finite numbers, got shape {box.shape}"
+        raise DataError(tf, "scene_box", problem)
     if not (box[0] < box[1]).all():
         raise DataError(tf, "scene_box", f"minimum {box[0].tolist()} must be below maximum {box[1].tolist()}")
     lo, hi = box.tolist()

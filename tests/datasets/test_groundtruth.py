@@ -128,10 +128,9 @@ def test_masks_agree_with_depth(object_scene: Path) -> None:
         if miss.any():
             # anti-aliasing blends edge pixels; pixels away from any surface are exactly the background
             inner = np.zeros_like(miss)
-            inner[1:-1, 1:-1] = np.all(
-                [miss[1 + dv : miss.shape[0] - 1 + dv, 1 + du : miss.shape[1] - 1 + du] for dv in (-1, 0, 1) for du in (-1, 0, 1)],
-                axis=0,
-            )
+            h, w = miss.shape
+            shifted = [miss[1 + dv : h - 1 + dv, 1 + du : w - 1 + du] for dv in (-1, 0, 1) for du in (-1, 0, 1)]
+            inner[1:-1, 1:-1] = np.all(shifted, axis=0)
             assert np.abs(gt.rgb[inner].astype(float) - bg).max() <= 1
 
 
