@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -109,7 +110,7 @@ def generate_scene(
 
     Args:
         kind: one of :data:`KINDS`.
-        out: output folder (created; files of the same names are overwritten).
+        out: output folder: created, or empty, or an earlier scene3d dataset (whose files are replaced).
         size: image side in pixels, 32 to 800 (default 128; 64 for ``collection``). Images are square.
         views: number of views (default :data:`DEFAULT_VIEWS`): per time step for ``changing``, per instance for
             ``collection``. About 10 % are held out for evaluation (every 8th for ``forward``).
@@ -129,12 +130,39 @@ def generate_scene(
     """
     size, views = _check_args(kind, size, views, seed, steps, instances)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare_out(out)
     start = time.perf_counter()
     with _torch_single_thread():
         _generate(kind, out, size, views, seed, stylized, steps, instances)
     logger.info("generated %s scene in %s in %.2f s", kind, out, time.perf_counter() - start)
     return out
+
+
+_GENERATED = ("images", "images_stylized", "depths", "normals", "masks", "meshes", "points3d.ply", "transforms.json",
+              "panorama.png", "panorama_depth.png", "panorama_stylized.png", "manifest.json")  # fmt: skip
+
+
+def _prepare_out(out: Path) -> None:
+    """Create ``out``; if it holds an earlier scene3d dataset, remove that dataset's files first (so no stale frame
+    of a larger earlier run survives); refuse any other non-empty folder."""
+    import shutil
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out must be a folder, got the file {out}")
+    if out.is_dir() and any(out.iterdir()):
+        ours = False
+        for marker in ("transforms.json", "manifest.json"):
+            try:
+                meta = json.loads((out / marker).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            ours = ours or (isinstance(meta, dict) and ("scene3d" in meta or meta.get("kind") == "changing"))
+        if not ours:
+            raise ValueError(f"out must be an empty folder or an earlier scene3d dataset, got non-empty {out}")
+        for entry in out.iterdir():
+            if entry.name in _GENERATED or (entry.is_dir() and entry.name.startswith("step_")):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    out.mkdir(parents=True, exist_ok=True)
 
 
 @contextmanager

@@ -49,3 +49,17 @@ def test_imports_stay_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_out_folder_rules(tmp_path: Path) -> None:
+    from scene3d.datasets.synthetic import generate_scene
+
+    out = generate_scene("object", tmp_path / "s", size=32, views=6)
+    generate_scene("object", out, size=32, views=3)  # regenerating replaces the earlier dataset entirely
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"frame_{i:05d}.png" for i in range(3)]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="empty folder"):
+        generate_scene("object", other, size=32, views=3)
+    assert (other / "notes.txt").read_text() == "mine"
