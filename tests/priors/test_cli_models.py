@@ -1,0 +1,42 @@
+"""``s3d models list | fetch | check`` and the import weight of ``scene3d.priors``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scene3d.cli.models import main
+
+
+def test_list_and_check_report_missing_models(tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture[str]):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert main(["list", "--models-dir", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    assert "stabilityai/stable-diffusion-2-1-base" in out and "$SCENE3D_REVISION_SD21_BASE" in out
+    assert out.count("missing") == 9 and "tiny-random" in out
+    assert main(["check", "sd15", "--models-dir", str(tmp_path / "none")]) == 1
+    out = capsys.readouterr().out
+    assert "MISSING  sd15" in out and "s3d models fetch sd15" in out and "SCENE3D_MODELS_DIR" in out
+
+
+def test_fetch_tiny_random_then_check_loads_everything(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert main(["fetch", "tiny-random", "--to", str(tmp_path)]) == 0
+    assert main(["check", "--models-dir", str(tmp_path), "--load"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ok ") == 9 and "MISSING" not in out
+    assert main(["list", "--models-dir", str(tmp_path)]) == 0
+    assert "missing" not in capsys.readouterr().out
+
+
+def test_importing_priors_is_light():
+    code = (
+        "import sys, scene3d.priors; "
+        "heavy = [m for m in ('diffusers', 'transformers', 'huggingface_hub', 'nerfstudio', 'torchvision') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
