@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from scene3d.datasets.layouts import (
+    NoRoomError,
     held_out_indices,
     object_scene,
     orbit_cameras,
@@ -64,11 +65,14 @@ def _apply(scene: Scene, change: str, rng: np.random.Generator, next_index: int)
                 moved = replace(moved, translation=t)
                 record = {"from": obj.translation.tolist(), "to": t.tolist()}
                 return scene.replace_object(obj.name, moved), _record(change, obj.name, True, record)
-        raise RuntimeError("no free spot to move an object to")
+        return _apply(scene, "vanish", rng, next_index)  # no free spot anywhere: something vanishes instead
     if change == "appear":
-        (new,) = random_objects_on_ground(
-            rng, 1, area_radius=AREA_RADIUS, occupied=_occupied(scene), name_start=next_index, glossy=0
-        )
+        try:
+            (new,) = random_objects_on_ground(
+                rng, 1, area_radius=AREA_RADIUS, occupied=_occupied(scene), name_start=next_index, glossy=0
+            )
+        except NoRoomError:  # the ground is full: something vanishes instead
+            return _apply(scene, "vanish", rng, next_index)
         return scene.with_object(new), _record(change, new.name, True, {"shape": new.shape})
     if change == "vanish":
         obj = movable[int(rng.integers(len(movable)))]

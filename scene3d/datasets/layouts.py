@@ -32,6 +32,10 @@ OBJECT_SHAPES = ("box", "sphere", "cylinder", "cone", "torus", "capsule")
 OBJECT_BACKGROUND = (0.93, 0.95, 0.97)
 
 
+class NoRoomError(RuntimeError):
+    """The objects do not fit on the ground without overlapping."""
+
+
 @dataclass(frozen=True)
 class CameraRig:
     """Poses and shared intrinsics of a set of views.
@@ -114,7 +118,8 @@ def random_objects_on_ground(
 ) -> list[SceneObject]:
     """``count`` random objects resting on ``z = 0`` without overlap; ``glossy`` of them get the glossy material.
 
-    Shapes cycle through a seeded permutation of :data:`OBJECT_SHAPES`, so up to six objects are all different.
+    When ``count`` objects do not fit, objects are dropped until they do (:class:`NoRoomError` when not even one
+    fits). Shapes cycle through a seeded permutation of :data:`OBJECT_SHAPES`, so up to six objects are all different.
     """
     order = [OBJECT_SHAPES[i] for i in rng.permutation(len(OBJECT_SHAPES))]
     objects = [
@@ -128,7 +133,7 @@ def random_objects_on_ground(
             break
         objects = objects[:-1] if len(objects) > 1 else objects  # too crowded: drop one and retry
     else:
-        raise RuntimeError("could not place the objects without overlap")
+        raise NoRoomError(f"could not place {len(objects)} object(s) without overlap in radius {area_radius}")
     glossy_ids = set(rng.permutation(len(objects))[:glossy].tolist())
     placed = []
     for i, (obj, (x, y)) in enumerate(zip(objects, positions, strict=True)):
