@@ -50,7 +50,7 @@ class Scene3DDataParserConfig(DataParserConfig):
     """Load ply_file_path into metadata points3D_xyz / points3D_rgb (splat initialisation)."""
 
 
-def _read_ply_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def read_ply_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Positions (float32) and colours (uint8, when present) of a PLY's vertex element (binary LE or ASCII)."""
     types = {"char": "i1", "uchar": "u1", "int8": "i1", "uint8": "u1", "short": "<i2", "ushort": "<u2",
              "int16": "<i2", "uint16": "<u2", "int": "<i4", "uint": "<u4", "int32": "<i4", "uint32": "<u4",
@@ -91,6 +91,9 @@ def _read_ply_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if {"red", "green", "blue"} <= set(names):
         rgb = np.stack([cols["red"], cols["green"], cols["blue"]], axis=-1).astype(np.uint8)
     return xyz, rgb
+
+
+_read_ply_points = read_ply_points  # the name tests of other pieces already import
 
 
 @dataclass
@@ -198,7 +201,7 @@ class Scene3DDataParser(DataParser):
                     pano[key] = root / pano[key]
             metadata["panorama"] = pano
         if self.config.load_3D_points and "ply_file_path" in meta:
-            xyz, rgb = _read_ply_points(root / meta["ply_file_path"])
+            xyz, rgb = read_ply_points(root / meta["ply_file_path"])
             metadata["points3D_xyz"] = torch.from_numpy(xyz.copy()) * scale
             if rgb is not None:
                 metadata["points3D_rgb"] = torch.from_numpy(rgb.copy())

@@ -131,3 +131,21 @@ def test_entry_point_registered() -> None:
     configs, descriptions = discover_dataparsers()
     assert isinstance(configs["scene3d-data"], Scene3DDataParserConfig)
     assert "scene3d" in descriptions["scene3d-data"]
+
+
+def test_ply_reader_matches_open3d(object_scene: Path, tmp_path: Path) -> None:
+    import open3d as o3d
+
+    from scene3d.datasets.dataparser import read_ply_points
+
+    xyz, rgb = read_ply_points(object_scene / "points3d.ply")
+    pcd = o3d.io.read_point_cloud(str(object_scene / "points3d.ply"))  # what nerfstudio's own parser uses
+    np.testing.assert_allclose(xyz, np.asarray(pcd.points), atol=1e-6)
+    assert rgb is not None
+    np.testing.assert_array_equal(rgb, np.round(np.asarray(pcd.colors) * 255).astype(np.uint8))
+    assert len(np.asarray(pcd.normals)) == len(xyz)
+    ascii_ply = tmp_path / "a.ply"
+    o3d.io.write_point_cloud(str(ascii_ply), pcd, write_ascii=True)
+    xyz2, rgb2 = read_ply_points(ascii_ply)
+    np.testing.assert_allclose(xyz2, xyz, atol=1e-5)
+    np.testing.assert_array_equal(rgb2, rgb)
