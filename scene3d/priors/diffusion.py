@@ -129,7 +129,7 @@ class StableDiffusionPrior:
 
     @property
     def latent_channels(self) -> int:
-        return int(self.vae.config.latent_channels)
+        return int(self.unet.config.out_channels)
 
     @property
     def is_inpainting(self) -> bool:

@@ -12,13 +12,13 @@ from scene3d.cli.models import main
 
 
 def test_list_and_check_report_missing_models(tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture[str]):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    assert main(["list", "--models-dir", str(tmp_path / "none")]) == 0
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # torch.hub.get_dir() reads it on every call
+    empty = ["--models-dir", str(tmp_path / "none"), "--hf-cache", str(tmp_path / "hf")]
+    assert main(["list", *empty]) == 0
     out = capsys.readouterr().out
     assert "stabilityai/stable-diffusion-2-1-base" in out and "$SCENE3D_REVISION_SD21_BASE" in out
     assert out.count("missing") == 9 and "tiny-random" in out
-    assert main(["check", "sd15", "--models-dir", str(tmp_path / "none")]) == 1
+    assert main(["check", "sd15", *empty]) == 1
     out = capsys.readouterr().out
     assert "MISSING  sd15" in out and "s3d models fetch sd15" in out and "SCENE3D_MODELS_DIR" in out
 

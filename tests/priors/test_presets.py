@@ -31,7 +31,8 @@ def test_presets_cover_every_model_the_methods_use():
         get_preset("sd99")
 
 
-def test_missing_model_raises_one_error_naming_id_setting_and_fetch(tmp_path: Path):
+def test_missing_model_raises_one_error_naming_id_setting_and_fetch(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty torch hub cache, whatever this machine has
     settings = PriorSettings(device="cpu", models_dir=tmp_path / "none", hf_cache_dir=tmp_path / "hf")
     with pytest.raises(ModelNotFoundError) as info:
         load_diffusion("sd21-base", settings)
