@@ -63,6 +63,8 @@ class LoRAAdapter(nn.Module):
         alpha: LoRA scale numerator; the update is multiplied by ``alpha / rank`` (default ``alpha = rank``).
         targets: suffixes of the ``nn.Linear`` module names to adapt.
         camera_dim: size of the camera vector (16 for a flattened 4×4); 0 disables camera conditioning.
+        device: where the LoRA weights live; default the UNet's. Pass the prior's ``device`` when the UNet is
+            offloaded (its parameters then sit on the CPU or the meta device).
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class LoRAAdapter(nn.Module):
         alpha: float | None = None,
         targets: tuple[str, ...] = LORA_TARGETS,
         camera_dim: int = 16,
+        device: torch.device | None = None,
     ) -> None:
         super().__init__()
         if rank < 1:
@@ -95,7 +98,7 @@ class LoRAAdapter(nn.Module):
             raise ValueError(f"no nn.Linear in the UNet matches targets {targets}")
         time_width = unet.time_embedding.linear_2.out_features
         self.camera = _CameraEmbedding(camera_dim, time_width) if camera_dim > 0 else None
-        self.to(device=next(unet.parameters()).device)
+        self.to(device=device if device is not None else next(unet.parameters()).device)
 
     @property
     def unet(self) -> nn.Module:
