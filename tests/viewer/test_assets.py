@@ -1,0 +1,96 @@
+"""``s3d view``: asset loading, the viser camera convention, and the page in headless Chromium."""
+
+import math
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scene3d.core.cameras import look_at
+from scene3d.export.splat import write_splats
+from scene3d.methods.s3d_splat.splats import init_from_points
+from scene3d.viewer.assets import AssetViewer, SplatScene, is_splat_ply, load_asset, render_splats, viser_camera_to_viewmat
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _splat_file(tmp_path: Path, suffix: str = ".ply") -> Path:
+    g = torch.Generator().manual_seed(0)
+    xyz = torch.rand(400, 3, generator=g) - 0.5
+    rgb = (xyz + 0.5).clamp(0, 1)  # colour varies across the blob
+    params = init_from_points(xyz, rgb, sh_degree=1, init_opacity=0.9, generator=g)
+    return write_splats(params, tmp_path / f"blob{suffix}")
+
+
+def _mesh_file(tmp_path: Path) -> Path:
+    import trimesh
+
+    mesh = trimesh.creation.box(extents=(1.0, 0.6, 0.4))
+    mesh.visual.vertex_colors = np.tile(np.array([[200, 80, 40, 255]], np.uint8), (len(mesh.vertices), 1))
+    path = tmp_path / "box.ply"
+    mesh.export(path)
+    return path
+
+
+def _quat_from_matrix(m: np.ndarray) -> np.ndarray:
+    w = math.sqrt(max(0.0, 1 + m[0, 0] + m[1, 1] + m[2, 2])) / 2
+    return np.array([w, (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w)])
+
+
+def test_viser_camera_convention_projects_target_to_centre():
+    eye, target = torch.tensor([1.0, -3.0, 1.5]), torch.tensor([0.1, 0.2, 0.3])
+    c2w_gl = look_at(eye, target).numpy()
+    r_cv = c2w_gl[:3, :3] @ np.diag([1.0, -1.0, -1.0])  # viser reports OpenCV axes
+    viewmat = viser_camera_to_viewmat(_quat_from_matrix(r_cv), eye.numpy())
+    p = viewmat @ torch.cat([target, torch.ones(1)])
+    assert p[2] > 0  # in front of the camera (+Z forward)
+    torch.testing.assert_close(p[:2], torch.zeros(2), atol=1e-5, rtol=0)
+
+
+def test_load_asset_tells_splats_from_meshes(tmp_path: Path):
+    splat_ply, splat_bin, mesh_ply = _splat_file(tmp_path), _splat_file(tmp_path, ".splat"), _mesh_file(tmp_path)
+    assert is_splat_ply(splat_ply) and not is_splat_ply(mesh_ply)
+    assert isinstance(load_asset(splat_ply), SplatScene) and load_asset(splat_ply).sh_degree == 1
+    assert isinstance(load_asset(splat_bin), SplatScene) and load_asset(splat_bin).sh_degree == 0
+    assert len(load_asset(mesh_ply).faces) == 12
+    with pytest.raises(FileNotFoundError):
+        load_asset(tmp_path / "missing.ply")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="unknown asset type"):
+        load_asset(tmp_path / "notes.txt")
+
+
+def test_render_splats_frames_the_blob(tmp_path: Path):
+    scene = load_asset(_splat_file(tmp_path))
+    centre, radius = scene.centre_and_radius
+    eye = torch.tensor(centre + radius * np.array([0.0, -2.2, 1.2]), dtype=torch.float32)
+    c2w = look_at(eye, torch.tensor(centre, dtype=torch.float32)).numpy()
+    viewmat = viser_camera_to_viewmat(_quat_from_matrix(c2w[:3, :3] @ np.diag([1.0, -1.0, -1.0])), eye.numpy())
+    frame = render_splats(scene, viewmat, math.radians(50), 64, 48)
+    assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
+    centre_patch = frame[16:32, 24:40].astype(float)
+    assert centre_patch.mean() > 40 and frame[0, 0].max() < 40  # the blob is in the middle, the corners are empty
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("kind", ["splat", "mesh"])
+def test_view_in_browser(tmp_path: Path, browser, kind: str):
+    path = _splat_file(tmp_path) if kind == "splat" else _mesh_file(tmp_path)
+    viewer = AssetViewer(path, port=_free_port(), max_res=256)
+    viewer.start()
+    try:
+        browser.page.goto(f"http://127.0.0.1:{viewer.port}")
+        verdict = browser.wait_for_scene(f"viewer/s3d_view_{kind}.png", timeout_s=90)
+        if kind == "splat":
+            assert viewer.frames_sent >= 1
+        assert verdict
+    finally:
+        viewer.stop()
