@@ -187,8 +187,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--size", type=int, default=None, help="turntable image side (default: dataset resolution)")
     parser.add_argument("--data", type=Path, default=None, help="dataset path, if it moved since training")
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     run = load_run(args.load_config, data=args.data, device=device)
     out = args.out or args.load_config.parent / "exports"

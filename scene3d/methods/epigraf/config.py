@@ -75,18 +75,18 @@ def epigraf_config() -> S3DTrainerConfig:
 
 
 def epigraf_tiny_config() -> S3DTrainerConfig:
-    """CPU scale: tri-plane 32²×8, r = 16 (on 64² images), 8 + 8 samples, batch 8, small G and D.
+    """CPU scale: tri-plane 32²×8, r = 16 (on 64² images), 8 + 8 samples, batch 16, small G and D.
 
     Every step of the algorithm is kept (mapping, StyleGAN2 synthesis, tri-plane MLP, coarse + importance
     sampling, density noise, Beta patch schedule, scale-aware D with hyper-modulation, NS loss, lazy R1, blur,
-    EMA); schedules are shortened to the run (anneal β over 1,500 iterations, density noise over 1,000, blur
+    EMA); schedules are shortened to the run (anneal β over 1,000 iterations, density noise over 1,000, blur
     σ = 10 · r/64 over 100) and the EMA half-life to 400 images.
     """
     r1_interval = 16
     model = EpiGRAFModelConfig(
         z_dim=64, w_dim=64, triplane_resolution=32, triplane_channels=8, g_channel_base=1024, g_channel_max=32,
         mlp_hidden=32, num_coarse_samples=8, num_fine_samples=8, patch_resolution=16, density_noise_steps=1000,
-        patch_anneal_steps=1500, d_channel_base=1024, d_channel_max=64, d_patch_embed_dim=32, d_hyper_dim=64,
+        patch_anneal_steps=1000, d_channel_base=1024, d_channel_max=64, d_patch_embed_dim=32, d_hyper_dim=64,
         blur_sigma=2.5, blur_fade_steps=100, ema_images=400.0, r1_interval=r1_interval,
     )
     return S3DTrainerConfig(
@@ -100,7 +100,7 @@ def epigraf_tiny_config() -> S3DTrainerConfig:
         machine=_machine(),
         pipeline=EpiGRAFPipelineConfig(
             datamanager=EpiGRAFDataManagerConfig(
-                dataparser=EpiGRAFDataParserConfig(), images_per_batch=8, num_workers=0
+                dataparser=EpiGRAFDataParserConfig(), images_per_batch=16, num_workers=0
             ),
             model=model,
         ),

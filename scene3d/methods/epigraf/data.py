@@ -12,7 +12,8 @@ origin at a mean distance of 1, world up +Z, OpenGL camera axes):
   one-hot encoded; lists of numbers are used as they are.
 * **nerfstudio** (scene3d's synthetic ``collection`` kind, or any ``transforms.json``): ``frames[i].file_path``,
   ``transform_matrix`` (camera-to-world, OpenGL) and pinhole intrinsics at the top level or per frame; an optional
-  ``scene_box`` gives the object bounds and ``background_color`` a constant background. ``train_filenames``, when
+  ``scene_box`` gives the object's centre and bounding sphere (``scene3d.object_radius``, when present, a tighter
+  sphere), and ``background_color`` a constant background. ``train_filenames``, when
   present, selects the frames (the rest are left for evaluation).
 
 Ray bounds follow the official configs' geometry: every camera ``i`` at distance ``d_i`` renders between
@@ -334,6 +335,9 @@ def _read_nerfstudio(tf: Path, object_radius: float | None, cube_scale: float | 
             raise DataError(tf, "scene_box", "must be [[xmin, ymin, zmin], [xmax, ymax, zmax]] with min < max")
         center = tuple(float(v) for v in (b[0] + b[1]) / 2)
         radius_world = float(np.linalg.norm(b[1] - b[0]) / 2)
+    declared = meta.get("scene3d", {}).get("object_radius") if isinstance(meta.get("scene3d"), dict) else None
+    if isinstance(declared, (int, float)) and not isinstance(declared, bool) and declared > 0:
+        radius_world = float(declared)  # scene3d's collection declares its bounding sphere (tighter than the box's)
     background = None
     if meta.get("background_color") is not None:
         bg = meta["background_color"]
