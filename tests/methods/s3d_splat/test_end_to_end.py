@@ -3,6 +3,10 @@ ns-render and the viewer do, export; and the paper-scale s3d-splat constructs an
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,8 +39,16 @@ def _trainer(data: Path, out: Path, iterations: int, load_dir: Path | None = Non
     return cfg, trainer
 
 
+@pytest.fixture(scope="module")
+def trained(splat_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """13 steps of s3d-splat-tiny with densification at steps 10 and 12; config.yml saved."""
+    cfg, _ = _trainer(splat_dataset, tmp_path_factory.mktemp("run") / "out", 13)
+    cfg.save_config()
+    return cfg
+
+
 @pytest.mark.slow
-def test_train_densify_save_resume_eval_render_export(splat_dataset: Path, tmp_path: Path):
+def test_train_densify_save_resume_eval_render_export(trained, splat_dataset: Path, tmp_path: Path):
     from nerfstudio.cameras.cameras import Cameras
     from nerfstudio.data.scene_box import OrientedBox
     from nerfstudio.model_components.renderers import background_color_override_context
@@ -45,9 +57,8 @@ def test_train_densify_save_resume_eval_render_export(splat_dataset: Path, tmp_p
     from scene3d.cli.export import main as export_main
     from scene3d.export.splat import read_ply
 
-    cfg, trainer = _trainer(splat_dataset, tmp_path / "out", 13)
+    cfg = trained
     base = cfg.get_base_dir()
-    cfg.save_config()
     ckpt_dir = base / cfg.relative_model_dir
     assert checkpoint_steps(ckpt_dir) == [12]
     state = load_checkpoint(ckpt_dir / "step-000000012.ckpt")  # weights_only=True
@@ -56,7 +67,7 @@ def test_train_densify_save_resume_eval_render_export(splat_dataset: Path, tmp_p
     assert state["optimizers"]["means"]["state"][0]["exp_avg"].shape == (n_saved, 3)
 
     # resume: the parameters are resized in place so the restored Adam states fit them
-    cfg2, trainer2 = _trainer(splat_dataset, tmp_path / "out", 4, load_dir=ckpt_dir)
+    cfg2, trainer2 = _trainer(splat_dataset, tmp_path / "resumed", 4, load_dir=ckpt_dir)
     assert trainer2._start_step == 13
     assert checkpoint_steps(cfg2.get_base_dir() / cfg2.relative_model_dir) == [16]
 
@@ -114,3 +125,30 @@ def test_paper_scale_constructs_and_runs_one_step_on_cpu(splat_dataset: Path):
     loss.backward()
     optimizers.optimizer_step_all()
     assert bool(torch.isfinite(loss)) and pipeline.model.gauss_params["means"].grad is not None
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_ns_viewer_shows_the_splats(trained, browser):
+    """The real ``ns-viewer`` on a trained run, in headless Chromium: the page shows the rendered splats."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "nerfstudio.scripts.viewer.run_viewer", "--load-config", str(trained.get_base_dir() / "config.yml"),
+           "--viewer.websocket-host", "127.0.0.1", "--viewer.websocket-port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                browser.page.goto(f"http://127.0.0.1:{port}")
+                break
+            except Exception:  # the server is still starting
+                assert proc.poll() is None, "ns-viewer exited"
+                assert time.monotonic() < deadline, "ns-viewer did not start within 120 s"
+                browser.page.wait_for_timeout(1000)
+        verdict = browser.wait_for_scene("s3d_splat/ns_viewer.png", timeout_s=120)
+        assert "differ" in verdict
+    finally:
+        proc.kill()
+        proc.wait()
