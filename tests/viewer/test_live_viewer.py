@@ -1,0 +1,76 @@
+"""The live viewer while training: nerfstudio's viser viewer, bound to 127.0.0.1, shows the scene in Chromium.
+
+Each case starts a real ``ns-train <method>-tiny --vis viewer`` on CPU in a subprocess, opens the viewer page in
+headless Chromium, waits for the first rendered frame and checks from the screenshot that the scene is visible
+(not blank, not one colour). Screenshots are kept under ``test-artifacts/viewer/``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening_hosts(pid: int, port: int) -> set[str]:
+    import psutil
+
+    hosts = set()
+    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        try:
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+                    hosts.add(conn.laddr.ip)
+        except psutil.Error:
+            pass
+    return hosts
+
+
+@pytest.fixture(scope="module")
+def viewer_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from scene3d.datasets.synthetic import generate_scene
+
+    return generate_scene("object", tmp_path_factory.mktemp("live") / "scene", size=64, views=16, seed=3)
+
+
+@pytest.mark.browser
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["s3d-splat-tiny"])
+def test_live_viewer_shows_the_scene(viewer_scene: Path, tmp_path: Path, browser, method: str):
+    port = _free_port()
+    cmd = [
+        os.path.join(os.path.dirname(sys.executable), "ns-train"), method,
+        "--data", str(viewer_scene), "--output-dir", str(tmp_path / "out"),
+        "--vis", "viewer", "--viewer.websocket-port", str(port),
+        "--max-num-iterations", "100000", "--machine.device-type", "cpu",
+    ]  # fmt: skip
+    log = open(tmp_path / "train.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not _listening_hosts(proc.pid, port):
+            assert proc.poll() is None, f"ns-train exited early:\n{(tmp_path / 'train.log').read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "the viewer never started listening"
+            time.sleep(0.5)
+        assert _listening_hosts(proc.pid, port) == {"127.0.0.1"}, "the viewer must bind 127.0.0.1 by default"
+        browser.page.goto(f"http://127.0.0.1:{port}")
+        verdict = browser.wait_for_scene(f"viewer/live_{method}.png", timeout_s=180)
+        assert proc.poll() is None, "training stopped while the viewer was open"
+        assert verdict
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
