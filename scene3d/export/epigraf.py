@@ -4,9 +4,11 @@
 
 For the latent ``z = randn(seed)`` (StyleGAN's seed convention) the EMA generator's tri-plane is computed once;
 its softplus density is sampled on a grid over the tri-plane cube, the iso-surface is extracted by marching
-cubes (scikit-image), and each vertex takes the field's colour at its position (EpiGRAF has no view dependence).
-The level defaults to the density at which one render-sample interval is half opaque,
-``ln 2 · (S_c + S_f) / (far − near)``, the scale at which the renderer itself turns density into surfaces.
+cubes (scikit-image), and each vertex takes the colour rendered along its inward normal (EpiGRAF has no view
+dependence, so one direction suffices).
+The level defaults to the median density at the rendered surface (the expected ray-termination points of the
+opaque pixels of a few views), so the mesh's surface is where the renders put it; ``--threshold`` overrides it
+(the official ``extract_geometry.py`` uses a fixed level, 25 on raw density).
 Vertices are written in the dataset's own world frame (the dataparser's normalisation undone). The turntable
 orbits the object at the dataset's mean camera distance and elevation, with its intrinsics.
 
@@ -27,6 +29,7 @@ import torch
 from scene3d.core.cameras import pinhole_rays
 from scene3d.core.checkpoint import latest_checkpoint, load_checkpoint
 from scene3d.core.errors import RunFolderError
+from scene3d.methods.epigraf.rendering import ray_cube_bounds, render_rays
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +87,29 @@ def load_run(config_path: str | Path, *, data: str | Path | None = None, device:
     return LoadedRun(config=config, pipeline=pipeline, step=int(state["step"]), checkpoint=ckpt)
 
 
-def default_threshold(model) -> float:  # noqa: ANN001
-    """``ln 2 · (S_c + S_f) / mean(far − near)``: one render-sample interval half opaque (module docstring)."""
+@torch.no_grad()
+def surface_threshold(model, planes: torch.Tensor, *, views: int = 8, size: int = 32) -> float:  # noqa: ANN001
+    """The median density at the rendered surface: expected ray-termination points of the opaque pixels
+    (opacity > 0.5) of ``views`` orbit views, so the iso-surface passes where the renders put the surface."""
+    from scene3d.methods.epigraf.rendering import camera_angles, orbit_c2w
+
     info = model.kwargs["metadata"]["epigraf"]
-    span = float((info.far - info.near).mean())
-    samples = model.config.num_coarse_samples + model.config.num_fine_samples
-    return math.log(2.0) * samples / span
+    K = info.intrinsics[0].clone()
+    K[:2] *= size / info.resolution
+    pitch = float(camera_angles(info.c2w)[:, 1].mean())
+    radius = float(info.c2w[:, :3, 3].norm(dim=-1).mean())
+    yaws = torch.linspace(-math.pi, math.pi, views + 1)[:-1]
+    pitches = pitch + 0.4 * torch.sin(torch.arange(views) * 2.0)  # vary the elevation a little
+    c2w = orbit_c2w(yaws, pitches, radius)
+    o, d = pinhole_rays(c2w, K.expand(views, 3, 3), size, size)
+    o, d = o.reshape(-1, 3).to(planes.device), d.reshape(-1, 3).to(planes.device)
+    out = model.render_rays_from_planes(planes, o, d)
+    opaque = out["accumulation"][:, 0] > 0.5
+    if int(opaque.sum()) == 0:
+        raise ValueError("the instance renders fully transparent: no surface (train longer, or pass --threshold)")
+    points = o[opaque] + d[opaque] * out["depth"][opaque]
+    _, sigma = model.generator_ema.field(planes, points[None], model.cube_scale)
+    return float(torch.nn.functional.softplus(sigma[0]).median())
 
 
 @torch.no_grad()
@@ -114,7 +134,7 @@ def extract_mesh(
 
     planes = model.planes_for_seed(seed, truncation_psi)
     sigma = density_grid(model, planes, resolution)
-    level = default_threshold(model) if threshold is None else float(threshold)
+    level = surface_threshold(model, planes) if threshold is None else float(threshold)
     if not sigma.min() < level < sigma.max():
         raise ValueError(
             f"threshold {level:.3g} is outside the density range [{sigma.min():.3g}, {sigma.max():.3g}] of seed {seed}: "
@@ -123,13 +143,42 @@ def extract_mesh(
     s = model.cube_scale
     verts, faces, _, _ = marching_cubes(sigma, level=level, spacing=(2 * s / (resolution - 1),) * 3)
     verts = verts - s
-    pts = torch.from_numpy(verts.astype(np.float32)).to(planes.device)
-    rgb, _ = model.generator_ema.field(planes, pts[None], s)
-    colors = ((rgb[0].clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
+    # marching cubes on an (x, y, z) grid with increasing axes gives faces wound inward for a density (high inside)
+    faces = faces[:, ::-1].astype(np.int64).copy()
+    colors = vertex_colors(model, planes, verts, faces, depth=2 * 2 * s / (resolution - 1))
     info = model.kwargs["metadata"]["epigraf"]
     world = verts / info.world_scale + np.asarray(info.world_center)
-    # marching cubes on an (x, y, z) grid with increasing axes gives faces wound inward for a density (high inside)
-    return Mesh(vertices=world.astype(np.float32), faces=faces[:, ::-1].astype(np.int64).copy(), colors=colors)
+    return Mesh(vertices=world.astype(np.float32), faces=faces, colors=colors)
+
+
+@torch.no_grad()
+def vertex_colors(model, planes: torch.Tensor, verts: np.ndarray, faces: np.ndarray, depth: float) -> np.ndarray:  # noqa: ANN001
+    """uint8 colours as rendered looking at each vertex along its inward normal, from ``depth`` outside it to the
+    far side of the tri-plane cube.
+
+    The colour field varies across the surface's soft density shell; what a camera sees is its weight-averaged
+    colour along the ray, so that is what each vertex takes (the object's own colour, without the background:
+    ``(rgb − (1 − α) b) / α``; the field's colour at the vertex where nothing is opaque).
+    """
+    import trimesh
+
+    normals = torch.from_numpy(np.asarray(trimesh.Trimesh(verts, faces, process=False).vertex_normals, dtype=np.float32))
+    pts = torch.from_numpy(verts.astype(np.float32))
+    origins = (pts + normals * depth).to(planes.device)
+    directions = (-normals).to(planes.device)
+    settings = model.ray_settings(0, training=False)
+    _, far, _ = ray_cube_bounds(origins, directions, model.cube_scale)
+    out = render_rays(
+        lambda p: model.generator_ema.field(planes, p, model.cube_scale), origins[None], directions[None],
+        torch.zeros_like(far)[None], far[None], settings,
+    )
+    rgb, alpha = out.rgb[0], out.opacity[0, :, None]
+    if settings.background == "constant":
+        rgb = rgb - (1 - alpha) * torch.tensor(settings.background_rgb, device=rgb.device)
+    rgb = rgb / alpha.clamp_min(1e-3)
+    at_vertex, _ = model.generator_ema.field(planes, pts[None].to(planes.device), model.cube_scale)
+    rgb = torch.where(alpha > 0.05, rgb, at_vertex[0])
+    return ((rgb.clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
 
 
 @torch.no_grad()
@@ -182,7 +231,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--truncation", type=float, default=0.7, help="truncation psi (default 0.7)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <run>/exports)")
     parser.add_argument("--resolution", type=int, default=128, help="marching-cubes grid side (default 128)")
-    parser.add_argument("--threshold", type=float, default=None, help="density level (default: see module doc)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="density level (default: the median density at the rendered surface)")
     parser.add_argument("--frames", type=int, default=60, help="turntable frames (default 60)")
     parser.add_argument("--size", type=int, default=None, help="turntable image side (default: dataset resolution)")
     parser.add_argument("--data", type=Path, default=None, help="dataset path, if it moved since training")

@@ -167,8 +167,6 @@ class EpiGRAFModel(Model):
             min_scale=cfg.patch_resolution / info.resolution, anneal_steps=cfg.patch_anneal_steps,
             beta_start=cfg.beta_start, beta_end=cfg.beta_end,
         )
-        self._viewer_planes: tuple[tuple[int, float, int], Tensor] | None = None
-        self._step = 0
         self.viewer_control = ViewerControl()
         self.viewer_seed = ViewerNumber("Seed", cfg.viewer_seed, cb_hook=self._rerender, hint="latent z = randn(seed)")
         self.viewer_psi = ViewerSlider(
@@ -242,7 +240,6 @@ class EpiGRAFModel(Model):
         """G_ema ← EMA of G after iteration ``step`` (images seen before it: ``step · batch``)."""
         beta = ema_beta(batch, step * batch, self.config.ema_images, self.config.ema_rampup)
         update_ema(self.generator_ema, self.generator, beta)
-        self._step = step
 
     # --------------------------------------------------------------------------------------------- evaluation
 
@@ -268,7 +265,7 @@ class EpiGRAFModel(Model):
         """Render rays ``(N, 3)`` of one tri-plane inside its cube; ``rgb`` in ``[0, 1]``, ``depth`` (distance)."""
         directions = directions / directions.norm(dim=-1, keepdim=True)
         chunk = chunk or self.config.eval_num_rays_per_chunk
-        settings = self.ray_settings(self._step, training=False)
+        settings = self.ray_settings(0, training=False)
         bg = (torch.tensor(self.background_rgb, device=origins.device) + 1) / 2
         outs: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "accumulation": []}
         for i in range(0, origins.shape[0], chunk):
