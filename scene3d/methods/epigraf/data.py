@@ -187,6 +187,17 @@ def _read_official(
     root: Path, fov_deg: float, object_radius: float | None, cube_scale: float | None
 ) -> ImageCollection:
     files, archive = _list_files(root)
+    try:
+        return _read_official_files(root, files, archive, fov_deg, object_radius, cube_scale)
+    finally:
+        if archive is not None:
+            archive.close()
+
+
+def _read_official_files(
+    root: Path, files: list[str], archive: zipfile.ZipFile | None, fov_deg: float, object_radius: float | None,
+    cube_scale: float | None,
+) -> ImageCollection:
     descs = [f for f in files if PurePosixPath(f).name == "dataset.json"]
     if not descs:
         raise DataError(root, None, "holds neither transforms.json nor dataset.json: EpiGRAF needs camera poses "
@@ -242,8 +253,6 @@ def _read_official(
     pitch = torch.tensor([a[1] for a in angles])
     c2w = orbit_c2w(yaw, pitch, 1.0)
     K = intrinsics_from_fov(fov_deg, resolution, resolution).expand(len(names), 3, 3).clone()
-    if archive is not None:
-        archive.close()
     return _finish(
         root, desc, "official", names, resolution, c2w, K, labels, None, object_radius, cube_scale, None,
         (0.0, 0.0, 0.0), 1.0,

@@ -61,3 +61,16 @@ def test_train_save_resume_reload_render_export(collection_dir: Path, tmp_path: 
     write_ply(mesh, tmp_path / "m.ply")
     write_video(frames, tmp_path / "t.mp4")
     assert (tmp_path / "m.ply").stat().st_size > 0 and (tmp_path / "t.mp4").stat().st_size > 0
+
+    # the command line, with its default iso-level (the density at the rendered surface)
+    from scene3d.cli.main import main
+
+    out = tmp_path / "exports"
+    argv = ["export", "epigraf", "--load-config", str(base / "config.yml"), "--seed", "3", "--out", str(out),
+            "--resolution", "24", "--frames", "3", "--size", "16"]
+    assert main(argv) == 0
+    import trimesh
+
+    mesh = trimesh.load(out / "seed3.ply")
+    assert len(mesh.faces) > 0 and mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)
+    assert (out / "seed3_turntable.mp4").stat().st_size > 0
