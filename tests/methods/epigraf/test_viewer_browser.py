@@ -63,6 +63,7 @@ def test_viewer_shows_the_generator(collection_dir: Path, tmp_path: Path, browse
         assert "Seed" in content and "Truncation psi" in content
         assert verdict
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         log.close()
