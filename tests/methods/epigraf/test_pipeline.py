@@ -106,3 +106,15 @@ def test_paper_scale_constructs_and_runs_one_step_on_cpu(tmp_path: Path):
     assert m.discriminator.num_start_blocks == 1
     loss, losses, _ = pipe.train_iteration(1, opt, None)  # step 1: Gmain + Dmain (R1 runs at multiples of 16)
     assert torch.isfinite(loss) and set(losses) == {"generator", "discriminator"}
+
+
+def test_uncached_images_stream_through_a_data_loader(collection_dir: Path):
+    cfg = epigraf_tiny_config()
+    cfg.pipeline.datamanager.cache_bytes = 0  # force decoding per batch
+    cfg.pipeline.datamanager.num_workers = 0
+    _, pipe, _ = _pipeline(collection_dir, config=cfg)
+    dm = pipe.datamanager
+    assert dm._cache is None
+    real = dm.next_real(0)
+    assert real.images.shape == (4, 3, 32, 32) and real.images.min() >= -1 and real.images.max() <= 1
+    assert real.views.c2w.shape == (4, 4, 4) and real.camera.shape == (4, 2)
