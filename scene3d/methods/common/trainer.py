@@ -10,7 +10,11 @@ chokes on) and reloads them with a bare ``torch.load``. :class:`S3DTrainer` chan
 * resume ignores stray files in the checkpoint folder and names the folder in its error when it holds nothing;
 * a pipeline that needs more than one optimisation step per iteration (a GAN's alternating G and D steps) may
   define ``train_iteration(step, optimizers, grad_scaler)`` (see :class:`CustomIteration`), which then replaces
-  nerfstudio's single forward/backward/step.
+  nerfstudio's single forward/backward/step;
+* a pipeline that starts a *new* run from another method's trained run (ReGS from an ``s3d-splat`` run, given as
+  ``--load-dir``) may define ``warm_start(state, path)`` (see :class:`WarmStart`): when it takes the checkpoint,
+  training starts at step 0 with fresh optimizers instead of resuming;
+* ``--load-dir`` may name the run folder itself (the one holding ``nerfstudio_models/``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,19 @@ class CustomIteration(Protocol):
     def train_iteration(
         self, step: int, optimizers: Optimizers, grad_scaler: torch.amp.GradScaler
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]: ...
+
+
+@runtime_checkable
+class WarmStart(Protocol):
+    """A pipeline that can start a new run from another method's checkpoint.
+
+    ``warm_start`` receives the loaded checkpoint (``state["pipeline"]`` is the other run's pipeline state) and its
+    path. It returns ``True`` when it took the checkpoint as its starting point (the trainer then starts at step 0
+    and loads no optimizer state), ``False`` when the checkpoint is its own and should be resumed as usual, and
+    raises (``RunFolderError``) when it can use neither.
+    """
+
+    def warm_start(self, state: dict, path: Path) -> bool: ...
 
 
 @dataclass
@@ -92,6 +109,8 @@ class S3DTrainer(Trainer):
     def _load_checkpoint(self) -> None:
         """Resume from ``--load-dir`` (latest or ``--load-step``) or ``--load-checkpoint``, weights only."""
         load_dir, load_file = self.config.load_dir, self.config.load_checkpoint
+        if load_dir is not None and (Path(load_dir) / "nerfstudio_models").is_dir():
+            load_dir = Path(load_dir) / "nerfstudio_models"
         if load_dir is not None:
             if self.config.load_step is None:
                 load_path = latest_checkpoint(load_dir)
@@ -107,6 +126,10 @@ class S3DTrainer(Trainer):
             CONSOLE.print("No checkpoint to load, so training from scratch.")
             return
         state = load_checkpoint(load_path)
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        if isinstance(pipeline, WarmStart) and pipeline.warm_start(state, load_path):
+            CONSOLE.print(f"Started a new run from {load_path} (its step {state['step']}).")
+            return
         self._start_step = state["step"] + 1
         self.pipeline.load_pipeline(state["pipeline"], state["step"])
         self.optimizers.load_optimizers(state["optimizers"])
