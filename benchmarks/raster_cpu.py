@@ -8,7 +8,8 @@ of the repeats), and the speed-up over the dense brute-force reference (every Ga
 Gaussians: it is timed on ``n_dense`` of them (the fast path too, on the same subset: "measured" speed-up) and its
 time, exactly linear in N, scaled to the full N ("extrapolated" speed-up). The column "per 100k·256²" is the
 forward+backward time divided by N/100k and by the image area over 256²: constant when the cost grows linearly in
-Gaussians and in pixels. The last line is
+Gaussians and in pixels. "f+b CPU ms" is the process CPU time (all threads) of the forward+backward pass: on a
+shared machine it shows the work done when the wall time mostly shows the wait. The last line is
 ``fwd_bwd_ms_100k_256=<x> speedup_vs_dense=<y>`` (y: extrapolated, 100k at 256²).
 
 Scene (``random_gaussians``): means uniform in [-1, 1]³ seen from 2.5 units with a 60° field of view (the cube
@@ -42,21 +43,22 @@ DENSE_BUDGET = 2.0e7
 """Largest Gaussians × pixels the dense reference is timed on (its autograd graph holds ~10 such tensors)."""
 
 
-def _time(fn, scene, size: int, repeats: int, backward: bool) -> float:
-    """Median milliseconds of ``fn`` (and its backward) over ``repeats`` runs after one warm-up."""
+def _time(fn, scene, size: int, repeats: int, backward: bool) -> tuple[float, float]:
+    """Median wall and process-CPU milliseconds of ``fn`` (and its backward) over ``repeats`` runs after a warm-up."""
     g = torch.Generator().manual_seed(1)
     w = torch.randn(1, size, size, 3, generator=g)
-    times = []
+    wall, cpu = [], []
     for i in range(repeats + 1):
         inputs = {k: (v.detach().requires_grad_(backward) if k in ARGS else v) for k, v in scene.items()}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with torch.set_grad_enabled(backward):
             rgb, alpha = fn(**inputs, width=size, height=size, sh_degree=3)[:2]
             if backward:
                 ((rgb * w).sum() + alpha.sum()).backward()
         if i:
-            times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+            wall.append((time.perf_counter() - t0) * 1000)
+            cpu.append((time.process_time() - c0) * 1000)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def _fast(**kw):
@@ -78,7 +80,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load average {load0[0]:.2f}"
     )
     header = (
-        f"{'N':>9} {'size':>5} {'fwd ms':>9} {'fwd+bwd ms':>11} {'per 100k·256²':>13} "
+        f"{'N':>9} {'size':>5} {'fwd ms':>9} {'fwd+bwd ms':>11} {'f+b CPU ms':>11} {'per 100k·256²':>13} "
         f"{'n_dense':>8} {'dense f+b':>10} {'fast f+b':>9} {'measured':>9} {'extrap.':>9}"
     )
     print(header)
@@ -87,17 +89,17 @@ def main() -> None:
     for size in (256, 512):
         for n in (10_000, 100_000, 1_000_000):
             scene = random_gaussians(n, size, size, sh_degree=3, seed=0)
-            fwd = _time(_fast, scene, size, repeats, backward=False)
-            both = _time(_fast, scene, size, repeats, backward=True)
+            fwd, _ = _time(_fast, scene, size, repeats, backward=False)
+            both, both_cpu = _time(_fast, scene, size, repeats, backward=True)
             n_dense = int(min(n, budget // (size * size)))
             sub = random_gaussians(n_dense, size, size, sh_degree=3, seed=0)
-            dense = _time(rasterize_reference, sub, size, repeats, backward=True)
-            fast_sub = _time(_fast, sub, size, repeats, backward=True)
+            dense, _ = _time(rasterize_reference, sub, size, repeats, backward=True)
+            fast_sub, _ = _time(_fast, sub, size, repeats, backward=True)
             extrapolated = dense * n / n_dense / both
             # fwd+bwd ms per 100k Gaussians per 256² of image: constant if the cost is linear in both
             per = both / (n / 1e5) / (size * size / 256**2)
             print(
-                f"{n:>9,} {size:>5} {fwd:>9.1f} {both:>11.1f} {per:>13.1f} "
+                f"{n:>9,} {size:>5} {fwd:>9.1f} {both:>11.1f} {both_cpu:>11.1f} {per:>13.1f} "
                 f"{n_dense:>8,} {dense:>10.1f} {fast_sub:>9.1f} {dense / fast_sub:>8.1f}x {extrapolated:>8.0f}x"
             )
             if n == 100_000 and size == 256:

@@ -34,7 +34,7 @@ Conventions (shared by both backends; the torch path follows gsplat's CUDA kerne
 Differences of the torch path from gsplat (all measured by ``tests/renderers/test_gaussians*.py``):
 
 * only ``packed=False`` semantics, the pinhole camera, no ``sparse_grad``/``distributed``/``covars``;
-* depth ties are ordered by float32 depth then index also for float64 inputs;
+* float64 inputs are supported (gsplat's kernels are float32 only);
 * the antialiasing factor is ``sqrt(max(0, ratio) + 1e-12)`` (gsplat: ``sqrt(max(0, ratio))``, with ``+1e-6`` only
   in its gradient), so a fully degenerate Gaussian keeps an opacity factor of 1e-6 (below 1/255 anyway).
 
@@ -65,7 +65,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from scene3d.renderers.gaussians_project import MAX_SH_DEGREE, eval_sh, num_sh_bases, project_gaussians
-from scene3d.renderers.gaussians_raster import CompositeTiles, bin_gaussians
+from scene3d.renderers.gaussians_binning import footprints
+from scene3d.renderers.gaussians_raster import CompositeTiles
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +74,16 @@ RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
 RasterizeMode = Literal["classic", "antialiased"]
 Backend = Literal["auto", "cuda-lib", "torch"]
 
-TILE_SIZE = 8
+TILE_SIZE = 4
 """Tile edge (px) of the torch rasterizer. Results do not depend on it (gsplat's 16-px footprint rule is kept)."""
 BATCH = 32
 """Gaussians per tile per compositing round of the torch rasterizer."""
 MAX_BLOCK = 1 << 22
 """Largest ``tiles × batch × pixels`` block the torch rasterizer evaluates at once (bounds its memory)."""
+SLICE_PAIRS = 1 << 21
+"""Gaussian/tile pairs binned at a time, front to back, by the torch rasterizer (tiles already opaque are skipped)."""
+CACHE_BYTES = 512 << 20
+"""Memory the torch rasterizer's forward pass may keep for its backward (beyond it, the backward recomputes)."""
 
 _RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 _warned_fallback = False
@@ -215,27 +220,32 @@ def _rasterize_torch(
     vis = torch.nonzero(proj.radii.reshape(-1) > 0).squeeze(1)  # flat index c * N + n
     cam, gid = vis // max(n, 1), vis % max(n, 1)
 
+    # index_select, not x[vis]: its backward is index_add_, several times faster on CPU than index_put_
+    def pick(x: Tensor, idx: Tensor) -> Tensor:
+        return x.reshape(-1, *x.shape[2:]).index_select(0, idx) if x.shape[:2] == (c, n) else x.index_select(0, idx)
+
     feats = None
     if render_mode in ("RGB", "RGB+D", "RGB+ED"):
         per_camera = colors.dim() == (3 if sh_degree is None else 4)
-        coeffs = colors.reshape(c * n, *colors.shape[2:])[vis] if per_camera else colors[gid]
+        coeffs = pick(colors, vis) if per_camera else colors.index_select(0, gid)
         if sh_degree is None:
             feats = coeffs
         else:
             centres = torch.linalg.inv(viewmats)[:, :3, 3]
-            feats = (eval_sh(sh_degree, means[gid] - centres[cam], coeffs) + 0.5).clamp_min(0.0)
-    depths_v = proj.depths.reshape(-1)[vis][:, None]
+            dirs = means.index_select(0, gid) - centres.index_select(0, cam)
+            feats = (eval_sh(sh_degree, dirs, coeffs) + 0.5).clamp_min(0.0)
+    depths_v = pick(proj.depths, vis)[:, None]
     if render_mode in ("D", "ED"):
         feats = depths_v
     elif render_mode != "RGB":
         feats = torch.cat([feats, depths_v], dim=-1)
 
-    means2d_v = proj.means2d.reshape(-1, 2)[vis]
-    conics_v = proj.conics.reshape(-1, 3)[vis]
-    opac_v = opac.reshape(-1)[vis]
-    bins = bin_gaussians(
-        means2d_v.detach(), proj.covars2d.reshape(-1, 3)[vis], opac_v.detach(), proj.radii.reshape(-1)[vis],
-        proj.depths.reshape(-1)[vis].detach(), cam, c, width, height, TILE_SIZE,
+    means2d_v = pick(proj.means2d, vis)
+    conics_v = pick(proj.conics, vis)
+    opac_v = pick(opac, vis)
+    fp = footprints(
+        means2d_v.detach(), pick(proj.covars2d, vis), opac_v.detach(), pick(proj.radii, vis), depths_v[:, 0].detach(),
+        cam, c, width, height, TILE_SIZE,
     )  # fmt: skip
     absgrad_target = None
     if absgrad:
@@ -245,8 +255,9 @@ def _rasterize_torch(
             full.absgrad = torch.zeros_like(full).reshape(-1, 2).index_put((vis,), v_abs).reshape(full.shape)
 
     render, alphas = CompositeTiles.apply(
-        means2d_v, conics_v, opac_v, feats.contiguous(), bins, width, height, BATCH, MAX_BLOCK, absgrad_target
-    )
+        means2d_v, conics_v, opac_v, feats.contiguous(), fp, width, height,
+        (BATCH, MAX_BLOCK, CACHE_BYTES, SLICE_PAIRS), absgrad_target,
+    )  # fmt: skip
     render = _finish(render, alphas, backgrounds, render_mode)
     meta = RasterMeta(
         means2d=proj.means2d, radii=proj.radii, depths=proj.depths, conics=proj.conics, opacities=opac,
