@@ -16,7 +16,9 @@
 
 ``--pipeline.datamanager.dataparser.scans 2 3`` keeps only some scans of a multi-scan dataset (dataset order).
 Outputs are in the dataset's own frame (times ``scale_factor``); ``metadata["clnerf_scan_index"]`` gives each
-image's scan (its position among the selected scans) and ``metadata["clnerf_scans"]`` describes the scans.
+image's scan (its position among the selected scans), ``metadata["clnerf_scans"]`` describes the scans,
+``metadata["clnerf_scene_boxes"]`` holds each scan's box and ``metadata["clnerf_declared_boxes"]`` whether the
+dataset declared it (``scene_box`` in ``transforms.json``) rather than it being derived from the cameras.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
@@ -201,7 +202,7 @@ def read_nerfstudio_scan(folder: Path, split: str, scale_factor: float) -> Datap
         out = _with(out, scene_box=SceneBox(aabb=torch.stack([lo - 0.25 * pad, hi + 0.25 * pad])))
     if len(out.image_filenames) == 0:
         raise DataError(tf, f"{split}_filenames", "the scan has no images in this split")
-    return out
+    return _with(out, metadata={**out.metadata, "clnerf_declared_box": "scene_box" in meta})
 
 
 def _with(out: DataparserOutputs, **changes: Any) -> DataparserOutputs:
@@ -226,6 +227,7 @@ def _merge(parts: list[DataparserOutputs], scans: list[ScanSource]) -> Dataparse
             "clnerf_scan_index": scan_index,
             "clnerf_scans": scans,
             "clnerf_scene_boxes": boxes,
+            "clnerf_declared_boxes": torch.tensor([bool(p.metadata.get("clnerf_declared_box", False)) for p in parts]),
             "background_color": first.metadata.get("background_color", first.alpha_color),
         },
         dataparser_transform=first.dataparser_transform,
@@ -236,16 +238,6 @@ def _merge(parts: list[DataparserOutputs], scans: list[ScanSource]) -> Dataparse
 def merge_outputs(parts: list[DataparserOutputs], scans: list[ScanSource]) -> DataparserOutputs:
     """Public name of :func:`_merge` (used by the WAT reader)."""
     return _merge(parts, scans)
-
-
-def camera_type_of(cameras: Cameras) -> list[CameraType]:
-    """The nerfstudio camera type of each camera."""
-    return [CameraType(int(v)) for v in cameras.camera_type.flatten()]
-
-
-def as_numpy(x: torch.Tensor) -> np.ndarray:
-    """A CPU numpy copy."""
-    return x.detach().cpu().numpy()
 
 
 clnerf_dataparser = DataParserSpecification(
