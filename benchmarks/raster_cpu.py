@@ -6,8 +6,8 @@ For N in {10k, 100k, 1M} Gaussians at 256² and 512² it prints forward and forw
 of the repeats), and the speed-up over the dense brute-force reference (every Gaussian against every pixel,
 ``scene3d.renderers.gaussians_reference``). The dense reference only fits in memory for a subset of the
 Gaussians: it is timed on ``n_dense`` of them (the fast path too, on the same subset: "measured" speed-up) and its
-time, exactly linear in N, scaled to the full N ("extrapolated" speed-up). The column "per 100k·256²" is the
-forward+backward time divided by N/100k and by the image area over 256²: constant when the cost grows linearly in
+time, exactly linear in N, scaled to the full N ("extrapolated" speed-up). The column "CPU/100k·256²" is the
+forward+backward CPU time divided by N/100k and by the image area over 256²: constant when the cost grows linearly in
 Gaussians and in pixels. "f+b CPU ms" is the process CPU time (all threads) of the forward+backward pass: on a
 shared machine it shows the work done when the wall time mostly shows the wait. The last line is
 ``fwd_bwd_ms_100k_256=<x> speedup_vs_dense=<y>`` (y: extrapolated, 100k at 256²).
@@ -80,7 +80,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load average {load0[0]:.2f}"
     )
     header = (
-        f"{'N':>9} {'size':>5} {'fwd ms':>9} {'fwd+bwd ms':>11} {'f+b CPU ms':>11} {'per 100k·256²':>13} "
+        f"{'N':>9} {'size':>5} {'fwd ms':>9} {'fwd+bwd ms':>11} {'f+b CPU ms':>11} {'CPU/100k·256²':>13} "
         f"{'n_dense':>8} {'dense f+b':>10} {'fast f+b':>9} {'measured':>9} {'extrap.':>9}"
     )
     print(header)
@@ -96,8 +96,9 @@ def main() -> None:
             dense, _ = _time(rasterize_reference, sub, size, repeats, backward=True)
             fast_sub, _ = _time(_fast, sub, size, repeats, backward=True)
             extrapolated = dense * n / n_dense / both
-            # fwd+bwd ms per 100k Gaussians per 256² of image: constant if the cost is linear in both
-            per = both / (n / 1e5) / (size * size / 256**2)
+            # fwd+bwd CPU ms per 100k Gaussians per 256² of image: constant if the cost is linear in both (CPU time:
+            # on a shared machine it moves far less with the load than the wall time does)
+            per = both_cpu / (n / 1e5) / (size * size / 256**2)
             print(
                 f"{n:>9,} {size:>5} {fwd:>9.1f} {both:>11.1f} {both_cpu:>11.1f} {per:>13.1f} "
                 f"{n_dense:>8,} {dense:>10.1f} {fast_sub:>9.1f} {dense / fast_sub:>8.1f}x {extrapolated:>8.0f}x"

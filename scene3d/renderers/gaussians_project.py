@@ -22,7 +22,7 @@ Example:
     >>> K = torch.tensor([[[50.0, 0.0, 16.0], [0.0, 50.0, 16.0], [0.0, 0.0, 1.0]]])
     >>> proj = project_gaussians(means, quats, scales, torch.eye(4)[None], K, 32, 32)
     >>> proj.means2d[0, 0].tolist(), int(proj.radii[0, 0])
-    ([16.0, 16.0], 9)
+    ([16.0, 16.0], 8)
 """
 
 from __future__ import annotations

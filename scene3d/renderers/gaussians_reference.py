@@ -13,7 +13,7 @@ Example:
     ...     means, torch.tensor([[1.0, 0, 0, 0]]), torch.full((1, 3), 0.1), torch.ones(1), torch.ones(1, 3),
     ...     torch.eye(4)[None], K, 16, 16)
     >>> round(float(alpha[0, 8, 8, 0]), 3)
-    0.984
+    0.887
 """
 
 from __future__ import annotations

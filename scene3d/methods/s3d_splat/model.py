@@ -8,7 +8,6 @@ See this folder's README for what follows splatfacto / gsplat's ``simple_trainer
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -118,8 +117,9 @@ class S3DSplatModel(Model):
             rgb = rgb if rgb is not None and len(rgb) == len(xyz) else None
             init = splats.init_from_points(xyz, rgb, cfg.sh_degree, init_opacity=cfg.init_opacity, generator=gen)
         else:
-            init = splats.init_random(cfg.num_random, self.scene_box.aabb, cfg.sh_degree, generator=gen)
-            init["opacities"].fill_(math.log(cfg.init_opacity / (1 - cfg.init_opacity)))
+            init = splats.init_random(
+                cfg.num_random, self.scene_box.aabb, cfg.sh_degree, init_opacity=cfg.init_opacity, generator=gen
+            )
         self.gauss_params = torch.nn.ParameterDict({k: Parameter(init[k]) for k in splats.PARAM_NAMES})
         aabb = self.scene_box.aabb
         # gsplat's size thresholds are relative to the scene's size; splatfacto's scene_scale = 1 assumes nerfstudio's

@@ -99,12 +99,17 @@ def init_from_points(
 
 
 def init_random(
-    n: int, aabb: Float[Tensor, "2 3"], sh_degree: int, *, generator: torch.Generator | None = None
+    n: int,
+    aabb: Float[Tensor, "2 3"],
+    sh_degree: int,
+    *,
+    init_opacity: float = 0.1,
+    generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """Raw parameters of ``n`` Gaussians uniform in the box ``aabb`` (rows: min, max) with random colours."""
     lo, hi = aabb[0].float(), aabb[1].float()
     xyz = lo + (hi - lo) * torch.rand(n, 3, generator=generator)
-    return init_from_points(xyz, None, sh_degree, generator=generator)
+    return init_from_points(xyz, None, sh_degree, init_opacity=init_opacity, generator=generator)
 
 
 def activated(params: ParamsIn) -> dict[str, Tensor]:

@@ -14,6 +14,7 @@ from scene3d.methods.s3d_splat.splats import (
     PARAM_NAMES,
     append_gaussians,
     init_from_points,
+    init_random,
     remove_gaussians,
     render,
     viewmats_from_c2w,
@@ -44,6 +45,14 @@ def test_init_from_points_follows_3dgs():
     assert p["features_rest"].shape == (5, 8, 3) and float(p["features_rest"].abs().max()) == 0.0
     torch.testing.assert_close(torch.sigmoid(p["opacities"]), torch.full((5, 1), 0.1))
     torch.testing.assert_close(p["quats"].norm(dim=-1), torch.ones(5))
+
+
+def test_random_init_fills_the_box():
+    aabb = torch.tensor([[-1.0, 0.0, 2.0], [1.0, 0.5, 3.0]])
+    p = init_random(500, aabb, sh_degree=0, init_opacity=0.3, generator=torch.Generator().manual_seed(1))
+    assert p["means"].shape == (500, 3) and p["features_rest"].shape == (500, 0, 3)
+    assert bool(((p["means"] >= aabb[0]) & (p["means"] <= aabb[1])).all())
+    torch.testing.assert_close(torch.sigmoid(p["opacities"]), torch.full((500, 1), 0.3))
 
 
 def test_viewmats_from_c2w_is_the_opencv_inverse():
