@@ -15,6 +15,7 @@ import sys
 EXPORTERS: dict[str, tuple[str, str]] = {
     "epigraf": ("scene3d.export.epigraf", "an EpiGRAF instance (--seed) as a coloured mesh (.ply) and a turntable video"),
     "splat": ("scene3d.export.splat", "a run's Gaussian splats as a 3DGS .ply or a .splat"),
+    "mesh": ("scene3d.export.mesh", "a NeRF run's density surface as a coloured mesh (.ply, .obj, .glb)"),
 }
 
 

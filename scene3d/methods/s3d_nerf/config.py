@@ -77,7 +77,7 @@ def s3d_nerf_tiny_config() -> S3DTrainerConfig:
         eval_num_rays_per_chunk=1 << 13,
     )
     return _trainer(
-        "s3d-nerf-tiny", model, iterations=2000, rays=2048, lr=1e-2, save_every=500,
+        "s3d-nerf-tiny", model, iterations=800, rays=2048, lr=1e-2, save_every=200,
         eval_image_every=0,
     )  # fmt: skip
 

@@ -149,7 +149,11 @@ class S3DNerfModel(Model):
         )  # fmt: skip
         self.register_buffer("background", self._dataset_background(), persistent=False)
         self.last_samples = 0
+        """Samples shaded in the last training batch."""
         self.last_rays = 0
+        """Rays in the last training batch."""
+        self.last_rgb_loss: Tensor | None = None
+        """The last training batch's photometric MSE (detached; for progress displays)."""
 
     def _dataset_background(self) -> Tensor:
         cfg = self.config
@@ -267,7 +271,9 @@ class S3DNerfModel(Model):
     def get_loss_dict(self, outputs: dict[str, Tensor], batch: dict[str, Any], metrics_dict: dict | None = None) -> dict[str, Tensor]:
         """Photometric MSE."""
         target = self._target(batch, outputs.get("background", self.background))
-        return {"rgb_loss": torch.nn.functional.mse_loss(outputs["rgb"], target)}
+        loss = torch.nn.functional.mse_loss(outputs["rgb"], target)
+        self.last_rgb_loss = loss.detach()
+        return {"rgb_loss": loss}
 
     def get_metrics_dict(self, outputs: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
         """Training PSNR of the batch, samples per batch and rays per batch."""
