@@ -46,6 +46,8 @@ ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.999
 T_MIN = 1e-4
 LOG_T_MIN = math.log(T_MIN)
+
+
 @dataclass
 class _Slice:
     """One depth slice as the forward pass ran it; the backward pass replays it."""
@@ -59,6 +61,8 @@ class _Slice:
 
 @dataclass
 class _Replay:
+    """Everything the backward pass needs to replay the forward pass's blocks in order."""
+
     slices: list[_Slice]
     cache: list[tuple[Tensor, Tensor, Tensor]]
     """(raw, α, T) of the first blocks, in order, while they fitted in the cache budget."""
