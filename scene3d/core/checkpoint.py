@@ -91,13 +91,37 @@ def atomic_torch_save(obj: Any, path: str | Path, *, tmp_dir: str | Path | None 
         torch.save(obj, f)
 
 
+def to_plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars turned into Python numbers and numpy arrays into tensors, recursively.
+
+    nerfstudio's own schedulers put ``numpy.float64`` learning rates into optimizer and scheduler states; those are
+    ``float`` subclasses that pickle as numpy objects, which ``torch.load(weights_only=True)`` refuses.
+    """
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, dict):  # dict or OrderedDict (a state_dict, whose version ``_metadata`` is kept)
+        out = type(obj)((k, to_plain(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = obj._metadata  # type: ignore[attr-defined]
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(to_plain(v) for v in obj)
+    return obj
+
+
 def check_weights_only(obj: Any, where: str = "checkpoint") -> None:
     """Raise ``TypeError`` naming the first entry of ``obj`` that is not a tensor, plain scalar or container.
 
-    Containers are ``dict`` (string or integer keys), ``list``, ``tuple`` and ``OrderedDict``; ``torch.Size``,
-    ``torch.dtype`` and ``torch.device`` are accepted because the weights-only unpickler accepts them.
+    Scalars must be exactly ``bool``, ``int``, ``float``, ``str``, ``bytes`` or ``None`` (subclasses such as
+    ``numpy.float64`` pickle as other objects; see :func:`to_plain`). Containers are ``dict`` (string or integer
+    keys), ``list``, ``tuple`` and ``OrderedDict``; ``torch.Size``, ``torch.dtype`` and ``torch.device`` are accepted
+    because the weights-only unpickler accepts them.
     """
-    if isinstance(obj, (torch.Tensor, torch.Size, torch.dtype, torch.device, *_PLAIN_SCALARS)):
+    if type(obj) in _PLAIN_SCALARS or isinstance(obj, (torch.Tensor, torch.Size, torch.dtype, torch.device)):
         return
     if isinstance(obj, Mapping):
         if type(obj) is not dict and type(obj).__name__ != "OrderedDict":

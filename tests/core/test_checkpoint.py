@@ -81,3 +81,17 @@ def test_killed_writer_leaves_previous_file_intact(tmp_path: Path):
     state = load_checkpoint(target)
     assert state["step"] in (1, 2)
     assert os.path.getsize(target) > 0
+
+
+def test_numpy_scalars_are_refused_then_made_plain(tmp_path: Path):
+    import numpy as np
+
+    state = {"optimizers": {"lr": np.float64(0.01), "betas": (np.float32(0.9), 0.99)}, "grid": np.zeros(3)}
+    with pytest.raises(TypeError, match="numpy"):
+        check_weights_only(state)
+    from scene3d.core.checkpoint import to_plain
+
+    plain = to_plain(state)
+    assert type(plain["optimizers"]["lr"]) is float and isinstance(plain["grid"], torch.Tensor)
+    atomic_torch_save(plain, tmp_path / "a.ckpt")
+    assert load_checkpoint(tmp_path / "a.ckpt")["optimizers"]["betas"][1] == 0.99

@@ -30,7 +30,7 @@ from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from scene3d.core.checkpoint import atomic_torch_save, checkpoint_steps, latest_checkpoint, load_checkpoint
+from scene3d.core.checkpoint import atomic_torch_save, checkpoint_steps, latest_checkpoint, load_checkpoint, to_plain
 from scene3d.core.errors import RunFolderError
 
 
@@ -91,13 +91,13 @@ class S3DTrainer(Trainer):
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path: Path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
-        state = {
+        state = to_plain({
             "step": step,
             "pipeline": pipeline.state_dict(),
             "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
             "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
-        }
+        })
         # The temporary file lives in the run folder, not the checkpoint folder: nerfstudio's own loaders parse
         # every name in the checkpoint folder as a step number.
         atomic_torch_save(state, ckpt_path, tmp_dir=self.checkpoint_dir.parent)
