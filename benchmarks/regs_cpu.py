@@ -40,7 +40,7 @@ from scene3d.methods.regs.run import regs_run_config, stylized_object_scene, tra
 SETTINGS = {
     # size, views, base splat steps, ReGS iterations, densify every / until (ReGS's 14 steps in the first half)
     "full": {"size": 48, "views": 30, "splat_steps": 800, "iterations": 1000, "every": 35, "until": 500},
-    "quick": {"size": 32, "views": 20, "splat_steps": 300, "iterations": 400, "every": 14, "until": 200},
+    "quick": {"size": 32, "views": 20, "splat_steps": 400, "iterations": 600, "every": 21, "until": 300},
 }
 
 
@@ -77,6 +77,7 @@ def _splat_run(data: Path, workdir: Path, steps: int, retrain: bool) -> tuple[Pa
 
 
 def _stylize(data: Path, run: Path, view: str, workdir: Path, s: dict, vgg: str, name: str, *, source: bool = False, **pipe):
+    pipe.setdefault("seed", s["seed"])
     cfg = regs_run_config(
         data, run, data / "images_stylized" / f"{view}.png", view, workdir / "regs", experiment_name=data.name,
         timestamp=name, max_num_iterations=s["iterations"], vis="quiet", vgg=vgg, densify_every=s["every"],
@@ -104,14 +105,15 @@ def _row(name: str, sc: StylizationScores, seconds: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="32 px, 20 views, 300 splat steps, 400 ReGS iterations")
+    parser.add_argument("--quick", action="store_true", help="32 px, 20 views, 400 splat steps, 600 ReGS iterations")
+    parser.add_argument("--seed", type=int, default=0, help="ReGS's seed (view sampling, split offsets)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/scene3d-bench-regs"), help="data, runs, cache")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: best on a shared CPU)")
     parser.add_argument("--retrain", action="store_true", help="train the base splat run even if it is cached")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    s = SETTINGS["quick" if args.quick else "full"]
+    s = {**SETTINGS["quick" if args.quick else "full"], "seed": args.seed}
     load_start, t0 = _load(), time.perf_counter()
 
     data = _scene(args.workdir, s)
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({len(train_names)} train); reference: the stylized render of training view {view}; novel views: the "
           f"{color.num_novel_views} others, against their true stylized renders")  # fmt: skip
     print(f"base: s3d-splat-tiny, {run_note}; ReGS: regs-tiny, {s['iterations']} iterations, densification every "
-          f"{s['every']} until {s['until']}; style features: {vgg}"
+          f"{s['every']} until {s['until']}, seed {args.seed}; style features: {vgg}"
           + (" (no VGG-16 weights on this machine: random features, not VGG's)" if vgg == "tiny-random" else ""))  # fmt: skip
     print(f"CPU: {os.cpu_count()} cores shared with other jobs (load average {load_start} at start, {_load()} at end), "
           f"{args.threads} torch thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; total {time.perf_counter() - t0:.0f} s")  # fmt: skip

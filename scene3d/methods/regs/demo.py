@@ -79,6 +79,12 @@ def stylize_stage(ctx: Any) -> None:
         f"{100 * scores.depth_change_fraction:.2f} % of the scene extent, {scores.gaussians} Gaussians"
     )
     ctx.console.print(f"[bold green]stylized (ReGS): {line}")
+    ctx.console.print(f"[bold]view the stylized scene:[/bold]\n  ns-viewer --load-config {config_path}", soft_wrap=True, highlight=False)
+    ctx.console.print(
+        f"[bold]re-export it (.ply or .splat):[/bold]\n  s3d export splat --load-config {config_path} --out {ctx.out / 'stylized.splat'}",
+        soft_wrap=True,
+        highlight=False,
+    )
     ctx.metrics["stylized_novel_psnr"] = scores.novel_psnr
     ctx.metrics["stylized_reference_psnr"] = scores.reference_psnr
     ctx.summary.append(("stylized scene (ReGS)", line))

@@ -217,8 +217,10 @@ class ReGSPipeline(VanillaPipeline):
             DataError: naming the image or reference-folder file that is missing, malformed or the wrong size.
         """
         c = self.config
-        if c.reference_folder is not None and c.reference_image is not None:
-            raise ValueError("give either --pipeline.reference-folder or --pipeline.reference-image, not both")
+        if c.reference_folder is not None and (c.reference_image is not None or c.reference_view is not None):
+            raise ValueError(
+                "give either --pipeline.reference-folder or --pipeline.reference-image with --pipeline.reference-view, not both"
+            )
         outputs = self.datamanager.train_dataparser_outputs  # type: ignore[attr-defined]
         filenames = [str(f) for f in outputs.image_filenames]
         viewmats, Ks, sizes = self._train_cameras()
@@ -435,4 +437,4 @@ class ReGSPipeline(VanillaPipeline):
                 self.densify_history.append((iteration, n_split, n_pruned))
         optimizers.optimizer_step_all()
         optimizers.scheduler_step_all(step)
-        return total.detach(), terms.weighted(weights), stats
+        return total.detach(), {k: v.detach() for k, v in terms.weighted(weights).items()}, stats

@@ -45,12 +45,12 @@ def test_cached_losses_pull_toward_the_style_at_the_template_match(vgg):
     render = template.clone().requires_grad_(True)
     loss = matching.cached_nnfm_loss(targets, m, matching.render_features(vgg, render, targets.blocks))
     loss = loss + matching.patch_color_loss(targets, m, render)
-    assert float(loss) > 0.01
+    assert float(loss.detach()) > 0.01
     loss.backward()
     stepped = (template - 0.5 * render.grad / render.grad.abs().max()).detach()
     after = matching.cached_nnfm_loss(targets, m, matching.render_features(vgg, stepped, targets.blocks))
     after = after + matching.patch_color_loss(targets, m, stepped)
-    assert float(after) < float(loss)
+    assert float(after) < float(loss.detach())
 
 
 def test_patch_colour_loss_by_hand(vgg):
