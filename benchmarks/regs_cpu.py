@@ -73,7 +73,9 @@ def _splat_run(data: Path, workdir: Path, steps: int, retrain: bool) -> tuple[Pa
         shutil.rmtree(run)
     start = time.perf_counter()
     run, trained = train_splat_tiny(data, workdir / "splat", steps=steps, name=data.name)
-    return run, (f"trained now, {steps} steps in {time.perf_counter() - start:.0f} s" if trained else f"{steps} steps, cached in {run}")
+    if trained:
+        return run, f"trained now, {steps} steps in {time.perf_counter() - start:.0f} s"
+    return run, f"{steps} steps, cached in {run}"
 
 
 def _stylize(data: Path, run: Path, view: str, workdir: Path, s: dict, vgg: str, name: str, *, source: bool = False, **pipe):
@@ -125,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
 
     color, source, t_color, history = _stylize(data, run, view, args.workdir, s, vgg, "color", source=True, densify_by="color")
     counts = tuple(n for _, n, _ in history)
-    position, _, t_pos, _ = _stylize(data, run, view, args.workdir, s, vgg, "position", densify_by="position", split_counts=counts)
+    position, _, t_pos, _ = _stylize(
+        data, run, view, args.workdir, s, vgg, "position", densify_by="position", split_counts=counts
+    )
     none, _, t_none, _ = _stylize(data, run, view, args.workdir, s, vgg, "none", densify_by="none")
     assert source is not None
 

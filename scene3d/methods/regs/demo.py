@@ -18,6 +18,8 @@ VIEWS = 30
 """Its number of views."""
 SPLAT_STEPS = 800
 """s3d-splat-tiny steps of the scene to restyle."""
+ITERATIONS: int | None = None
+"""regs-tiny iterations (``None``: regs-tiny's own, 1,000)."""
 
 
 def stylize_stage(ctx: Any) -> None:
@@ -46,14 +48,17 @@ def stylize_stage(ctx: Any) -> None:
     view = Path(meta["train_filenames"][3]).stem
     cfg = regs_run_config(
         data, splat_run, data / "images_stylized" / f"{view}.png", view, out / "runs", experiment_name="regs",
-        vis="quiet",
+        vis="quiet", max_num_iterations=ITERATIONS,
     )  # fmt: skip
     cfg.steps_per_eval_image = 10**9
     cfg.save_config()
     trainer = cfg.setup(local_rank=0, world_size=1)
     with ctx.console.status("loading the splat run and pre-computing ReGS's targets ..."):
         trainer.setup()
-    columns = (TextColumn("[bold]stylizing with regs-tiny"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]stylizing with regs-tiny"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+    )  # fmt: skip
     start = time.perf_counter()
     with Progress(*columns, console=ctx.console) as progress:
         task = progress.add_task("regs", total=cfg.max_num_iterations, stats="")
@@ -63,7 +68,8 @@ def stylize_stage(ctx: Any) -> None:
             if step % 25 == 0 or step == cfg.max_num_iterations - 1:
                 progress.update(task, completed=step + 1, stats=f"{model.num_points} Gaussians")
 
-        trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], report, update_every_num_iters=1))
+        after = [TrainingCallbackLocation.AFTER_TRAIN_ITERATION]
+        trainer.callbacks.append(TrainingCallback(after, report, update_every_num_iters=1))
         trainer.train()
         progress.update(task, completed=cfg.max_num_iterations)
     regs_seconds = time.perf_counter() - start
@@ -79,15 +85,18 @@ def stylize_stage(ctx: Any) -> None:
         f"{100 * scores.depth_change_fraction:.2f} % of the scene extent, {scores.gaussians} Gaussians"
     )
     ctx.console.print(f"[bold green]stylized (ReGS): {line}")
-    ctx.console.print(f"[bold]view the stylized scene:[/bold]\n  ns-viewer --load-config {config_path}", soft_wrap=True, highlight=False)
-    ctx.console.print(
-        f"[bold]re-export it (.ply or .splat):[/bold]\n  s3d export splat --load-config {config_path} --out {ctx.out / 'stylized.splat'}",
-        soft_wrap=True,
-        highlight=False,
-    )
+    for what, command in (
+        ("view the stylized scene", f"ns-viewer --load-config {config_path}"),
+        ("re-export it (.ply or .splat)", f"s3d export splat --load-config {config_path} --out {ctx.out / 'stylized.splat'}"),
+    ):
+        ctx.console.print(f"[bold]{what}:[/bold]\n  {command}", soft_wrap=True, highlight=False)
     ctx.metrics["stylized_novel_psnr"] = scores.novel_psnr
     ctx.metrics["stylized_reference_psnr"] = scores.reference_psnr
     ctx.summary.append(("stylized scene (ReGS)", line))
-    ctx.summary.append(("stylization time", f"s3d-splat-tiny {splat_seconds:.0f} s, regs-tiny {cfg.max_num_iterations} iterations {regs_seconds:.0f} s (style features: {trainer.pipeline.config.vgg})"))
+    timing = (
+        f"s3d-splat-tiny {splat_seconds:.0f} s, regs-tiny {cfg.max_num_iterations} iterations {regs_seconds:.0f} s "
+        f"(style features: {trainer.pipeline.config.vgg})"
+    )
+    ctx.summary.append(("stylization time", timing))
     ctx.summary.append(("stylized splats", str(ply)))
     ctx.summary.append(("stylized run (ns-viewer --load-config)", str(config_path)))

@@ -53,7 +53,9 @@ def _expected_depth(model: ReGSModel, viewmat: Tensor, K: Tensor, w: int, h: int
 
 
 @torch.no_grad()
-def measure_fps(model: ReGSModel, viewmat: Tensor, K: Tensor, width: int, height: int, size: int = 256, repeats: int = 3) -> float:
+def measure_fps(
+    model: ReGSModel, viewmat: Tensor, K: Tensor, width: int, height: int, size: int = 256, repeats: int = 3
+) -> float:
     """Renders per second of the stylized scene at ``size × size`` (intrinsics scaled from ``width × height``)."""
     scale = torch.tensor([size / width, size / height, 1.0], device=K.device).reshape(1, 3, 1)
     K_big = K * scale

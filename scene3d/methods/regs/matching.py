@@ -10,8 +10,10 @@ space, against the content render of the reference view (the *template*):
 
 During training (``forward`` of ``CachedNNFMLoss``), for the first 70 % of the iterations::
 
-    L_style = Σ_{b ∈ {2,3}} mean_p (1 − cos(F_b(render)_p, F_b(style)_{m_b(p)}))                    (cached NNFM)
-            + 15 · mean_p [ m_4(p) ≥ 0 ] [ mean_c coarse(render)_p ≤ 0.9 ] w(p) · mean_c (coarse(style)_{m_4(p)} − coarse(render)_p)²
+    L_style = Σ_{b ∈ {2,3}} mean_p (1 − cos(F_b(render)_p, F_b(style)_{m_b(p)}))          (cached NNFM)
+            + 15 · mean_p [m_4(p) ≥ 0] [mean_c c(render)_p ≤ 0.9] w(p) · mean_c (c(style)_{m_4(p)} − c(render)_p)²
+
+with ``c`` the image downsampled 16× (colour patches)
 
 and afterwards ``0.2 · Σ_{b ∈ {2,3}} NNFM(F_b(render), F_b(style))`` (online NNFM: nearest *style* feature of
 each render feature). The nearest-neighbour search and NNFM are :mod:`scene3d.priors.vgg`'s.

@@ -238,10 +238,12 @@ class ReGSPipeline(VanillaPipeline):
                 width, height, index, name = cam.width, cam.height, None, f"{reference.CAMERA_FILE} of {c.reference_folder}"
             elif spec.train_index is not None:
                 index = reference.resolve_view(spec.train_index, filenames)
-                viewmat, K, (width, height), name = viewmats[index : index + 1], Ks[index : index + 1], sizes[index], Path(filenames[index]).name
+                viewmat, K, (width, height) = viewmats[index : index + 1], Ks[index : index + 1], sizes[index]
+                name = Path(filenames[index]).name
             else:
                 eval_cams = self.datamanager.eval_dataset.cameras  # type: ignore[attr-defined]
-                eval_files = [str(f) for f in self.datamanager.eval_dataset._dataparser_outputs.image_filenames]  # type: ignore[attr-defined]
+                eval_outputs = self.datamanager.eval_dataset._dataparser_outputs  # type: ignore[attr-defined]
+                eval_files = [str(f) for f in eval_outputs.image_filenames]
                 j = reference.resolve_view(int(spec.test_index or 0), eval_files)
                 viewmat = splats.viewmats_from_c2w(eval_cams.camera_to_worlds[j : j + 1].float()).to(self.device)
                 K = eval_cams.get_intrinsics_matrices()[j : j + 1].float().to(self.device)
@@ -252,7 +254,8 @@ class ReGSPipeline(VanillaPipeline):
                 raise ValueError("--pipeline.reference-view must name the training view the reference restyles (name or index)")
             image_path = c.reference_image
             index = reference.resolve_view(c.reference_view, filenames)
-            viewmat, K, (width, height), name = viewmats[index : index + 1], Ks[index : index + 1], sizes[index], Path(filenames[index]).name
+            viewmat, K, (width, height) = viewmats[index : index + 1], Ks[index : index + 1], sizes[index]
+            name = Path(filenames[index]).name
         else:
             raise ValueError(
                 "regs needs a stylized reference: --pipeline.reference-image IMG --pipeline.reference-view NAME, "
@@ -341,8 +344,10 @@ class ReGSPipeline(VanillaPipeline):
             s = model.render_source(viewmats[i : i + 1], Ks[i : i + 1], w, h, black, depth="accumulated")
             assert s.depth is not None
             depth_targets.append(s.depth)
-            expected = torch.where(s.alpha > c.reference_alpha_threshold, s.depth / s.alpha.clamp_min(1e-10), torch.zeros_like(s.depth))
-            valid = ref_valid.reshape(-1) & warp.view_cosine_mask(points, ref_center, warp.camera_center(viewmats[i]), c.view_cos_threshold)
+            surface = s.alpha > c.reference_alpha_threshold
+            expected = torch.where(surface, s.depth / s.alpha.clamp_min(1e-10), torch.zeros_like(s.depth))
+            seen = warp.view_cosine_mask(points, ref_center, warp.camera_center(viewmats[i]), c.view_cos_threshold)
+            valid = ref_valid.reshape(-1) & seen
             warps.append(
                 warp.forward_warp(points, valid, viewmats[i], Ks[i], w, h, expected, depth_tolerance=c.pseudo_depth_tolerance)
             )
@@ -366,7 +371,8 @@ class ReGSPipeline(VanillaPipeline):
         feats = matching.render_features(self.vgg(), render, blocks)
         if iteration < self.total_steps * self.config.online_style_after:
             m = self.cache.matches[view]
-            return matching.cached_nnfm_loss(self.cache.targets, m, feats) + matching.patch_color_loss(self.cache.targets, m, render)
+            targets = self.cache.targets
+            return matching.cached_nnfm_loss(targets, m, feats) + matching.patch_color_loss(targets, m, render)
         return self.config.online_style_weight * matching.online_nnfm_loss(self.cache.targets, feats)
 
     def compute_losses(self, iteration: int, view: int) -> tuple[losses.ReGSLosses, list, dict[str, Tensor]]:
