@@ -41,15 +41,19 @@ def _threads(requested: str) -> int:
 
 
 def _stub_nerfacto_lpips() -> None:
-    """Replace torchmetrics' LPIPS as nerfacto imports it (its constructor downloads weights)."""
+    """Replace torchmetrics' LPIPS class, which nerfacto imports inside ``populate_modules`` (its constructor
+    downloads AlexNet weights), by a module that returns NaN."""
     import torch
-    from nerfstudio.models import nerfacto
+    import torchmetrics.image.lpip
 
     class NoLPIPS(torch.nn.Module):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__()
+
         def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return torch.tensor(float("nan"))
 
-    nerfacto.LearnedPerceptualImagePatchSimilarity = lambda *a, **k: NoLPIPS()  # type: ignore[attr-defined]
+    torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity = NoLPIPS  # type: ignore[misc]
 
 
 def _config(method: str, data: Path):

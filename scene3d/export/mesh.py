@@ -131,8 +131,7 @@ def rendered_colors(
         alpha = out.opacity
         rgb = (out.rgb - (1.0 - alpha) * background) / alpha.clamp_min(1e-3)
         # where nothing opaque was hit (thin or grazing parts), the field's own colour at the vertex
-        density, features = model.field.geometry(p)
-        del density
+        _, features = model.field.geometry(p)
         own = model.field.color(-n, features)
         colors.append(torch.where(alpha > 0.05, rgb, own).clamp(0.0, 1.0))
     return (torch.cat(colors) * 255.0).round().byte().cpu().numpy()

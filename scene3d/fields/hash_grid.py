@@ -15,10 +15,11 @@ The parameter layout (one flat vector, level offsets as above) is tiny-cuda-nn's
 checkpoint loads on either backend, and :func:`hash_grid_encode` (the torch twin) reproduces tcnn's forward and
 gradients (``tests/fields/test_hash_grid.py``, ``gpu`` marker).
 
-CPU speed: everything is laid out ``[corner, level, point]`` so each operation runs on contiguous blocks, corner
-indices are sums (dense) or XORs (hashed) of per-axis terms, features are gathered as one 8-byte element per
-corner (``F = 2`` viewed as ``complex64``), indices and weights are computed without autograd, and the backward
-is one ``index_add_`` into the table.
+CPU speed: the corners are kept as separate contiguous ``[level, point]`` blocks (elementwise operations on them
+are many times faster than broadcasts over a tiny ``[..., 8]`` dimension), corner indices are sums (dense) or
+XORs (hashed) of per-axis terms, features are gathered as one 8-byte element per corner (``F = 2`` viewed as
+``complex64``), indices and weights are computed without autograd, and the backward is one ``index_add_`` per
+corner into the table.
 
 Example:
     >>> import torch
@@ -275,7 +276,6 @@ class _HashGridInterpolation(torch.autograd.Function):
                     block.addcmul_(_gather(table, index[k], features), corners.weights[k][levels, :, None])
         ctx.layout = layout
         ctx.corners = corners
-        ctx.mark_non_differentiable()
         ctx.save_for_backward(params)
         return out.permute(1, 0, 2).reshape(n, layout.out_dim)
 
