@@ -280,10 +280,11 @@ class ReGSModel(Model):
         """Render the original Gaussians (DC colour): ReGS's content renders and geometry targets."""
         return self._render(self.source_params(), viewmat, K, width, height, background, depth=depth)
 
-    def training_background(self) -> Tensor:
+    def training_background(self, generator: torch.Generator | None = None) -> Tensor:
+        """The background of one training iteration (``random``: a fresh colour from ``generator`` each call)."""
         kind = self.config.background_color
         if kind == "random":
-            return torch.rand(3, device=self.device)
+            return torch.rand(3, generator=generator).to(self.device)
         if kind == "white":
             return torch.ones(3, device=self.device)
         if kind == "black":

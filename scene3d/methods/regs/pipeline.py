@@ -125,7 +125,7 @@ class ReGSPipelineConfig(VanillaPipelineConfig):
     """T of the threshold schedule and of the style switch; ``None``: the step training ends at (the trainer's
     ``max_num_iterations``, plus the step a resumed run starts from)."""
     seed: int = 0
-    """Seeds the view sampling and the split offsets."""
+    """Seeds the view sampling, the random backgrounds and the split offsets."""
 
 
 @dataclass
@@ -380,7 +380,7 @@ class ReGSPipeline(VanillaPipeline):
         cache = self.cache if self.cache is not None else self.prepare()
         model, ref, c = self.regs_model, self.reference, self.config
         assert ref is not None
-        bg = model.training_background()
+        bg = model.training_background(self.generator)
         ref_r = model.render(ref.viewmat, ref.K, ref.width, ref.height, bg)
         w, h = cache.sizes[view]
         view_r = model.render(cache.viewmats[view : view + 1], cache.Ks[view : view + 1], w, h, bg, depth="accumulated")
