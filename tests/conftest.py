@@ -81,11 +81,15 @@ CHROMIUM_ARGS = [
 ARTIFACTS = os.environ.get("SCENE3D_TEST_ARTIFACTS", os.path.join(os.path.dirname(__file__), "..", "test-artifacts"))
 
 
-def scene_visible(png: "object", *, region: tuple[float, float, float, float] = (0.0, 0.0, 0.55, 1.0)) -> tuple[bool, str]:
+def scene_visible(
+    png: "object", *, region: tuple[float, float, float, float] = (0.0, 0.0, 0.55, 1.0), colourful: float = 0.0
+) -> tuple[bool, str]:
     """Whether a screenshot shows a rendered scene in ``region`` (fractions x0, y0, x1, y1 of the image).
 
     A scene is visible when the region is neither blank nor one uniform colour: enough pixels differ from the
-    region's most common colour, and the colours vary. Returns the verdict and a short description for messages.
+    region's most common colour, and the colours vary. With ``colourful > 0``, at least that fraction of the region
+    must also be saturated colour (HSV saturation >= 0.3, value >= 0.2): the synthetic scenes' objects are coloured
+    while an untrained radiance field renders grey noise. Returns the verdict and a short description.
     """
     import numpy as np
 
@@ -98,8 +102,13 @@ def scene_visible(png: "object", *, region: tuple[float, float, float, float] = 
     mode = colours[counts.argmax()] * 8
     differs = (np.abs(flat - mode).max(axis=1) > 24).mean()
     std = float(flat.std(axis=0).mean())
-    ok = differs > 0.02 and std > 4.0 and len(colours) > 20
-    return ok, f"{differs:.1%} of pixels differ from the dominant colour, std {std:.1f}, {len(colours)} colour bins"
+    hi, lo = flat.max(axis=1), flat.min(axis=1)
+    saturated = float((((hi - lo) >= 0.3 * np.maximum(hi, 1)) & (hi >= 51)).mean())
+    ok = differs > 0.02 and std > 4.0 and len(colours) > 20 and saturated >= colourful
+    return ok, (
+        f"{differs:.1%} of pixels differ from the dominant colour, std {std:.1f}, {len(colours)} colour bins, "
+        f"{saturated:.1%} saturated"
+    )
 
 
 class BrowserPage:
@@ -108,7 +117,9 @@ class BrowserPage:
     def __init__(self, page) -> None:
         self.page = page
 
-    def wait_for_scene(self, name: str, *, timeout_s: float = 120.0, region=(0.0, 0.0, 0.55, 1.0)) -> str:
+    def wait_for_scene(
+        self, name: str, *, timeout_s: float = 120.0, region=(0.0, 0.0, 0.55, 1.0), colourful: float = 0.0
+    ) -> str:
         """Screenshot every second until :func:`scene_visible` holds; the last one is kept in ``ARTIFACTS/name``.
 
         Returns the verdict; raises AssertionError with the last verdict when nothing shows within ``timeout_s``.
@@ -124,7 +135,7 @@ class BrowserPage:
         verdict = "no screenshot taken"
         while time.monotonic() < deadline:
             png = self.page.screenshot(path=path)
-            ok, verdict = scene_visible(Image.open(io.BytesIO(png)), region=region)
+            ok, verdict = scene_visible(Image.open(io.BytesIO(png)), region=region, colourful=colourful)
             if ok:
                 return verdict
             self.page.wait_for_timeout(1000)

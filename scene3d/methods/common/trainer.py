@@ -14,7 +14,10 @@ chokes on) and reloads them with a bare ``torch.load``. :class:`S3DTrainer` chan
 * a pipeline that starts a *new* run from another method's trained run (ReGS from an ``s3d-splat`` run, given as
   ``--load-dir``) may define ``warm_start(state, path)`` (see :class:`WarmStart`): when it takes the checkpoint,
   training starts at step 0 with fresh optimizers instead of resuming;
-* ``--load-dir`` may name the run folder itself (the one holding ``nerfstudio_models/``).
+* ``--load-dir`` may name the run folder itself (the one holding ``nerfstudio_models/``);
+* a browser that connects to the live viewer starts a little behind the first training camera, looking at the
+  scene box's centre (nerfstudio's default viewpoint assumes scenes scaled into [-1, 1]; scene3d keeps datasets in their own
+  units, so that default can sit inside the scene).
 """
 
 from __future__ import annotations
@@ -78,6 +81,29 @@ class S3DTrainer(Trainer):
     """nerfstudio's trainer with atomic, weights-only checkpoints (see the module docstring)."""
 
     config: S3DTrainerConfig
+
+    def setup(self, test_mode: str = "val") -> None:  # type: ignore[override]
+        """nerfstudio's setup, then a starting viewpoint for every browser that connects to the viewer."""
+        super().setup(test_mode=test_mode)
+        server = getattr(self.viewer_state, "viser_server", None)
+        if server is not None:
+            server.on_client_connect(self._frame_scene)
+
+    def _frame_scene(self, client) -> None:
+        from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
+
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        dataset = getattr(pipeline.datamanager, "train_dataset", None)
+        if dataset is None or len(dataset.cameras) == 0:
+            return
+        first = dataset.cameras.camera_to_worlds[0, :3, 3].double()
+        target = dataset.scene_box.aabb.double().mean(dim=0)
+        if torch.linalg.norm(target - first) < 1e-6:
+            return
+        eye = first + 0.2 * (first - target)  # a step back, so the first camera's own frustum is not in the way
+        client.camera.position = (eye * VISER_NERFSTUDIO_SCALE_RATIO).numpy()
+        client.camera.look_at = (target * VISER_NERFSTUDIO_SCALE_RATIO).numpy()
+        client.camera.up_direction = (0.0, 0.0, 1.0)
 
     def train_iteration(self, step: int):  # type: ignore[override]
         """nerfstudio's iteration, or the pipeline's own when it implements :class:`CustomIteration`."""
