@@ -89,6 +89,13 @@ def test_reload_eval_render_crop_pointcloud(trained):
     with background_color_override_context(torch.tensor([1.0, 0.0, 0.0])):
         cropped = model.get_outputs_for_camera(camera, obb_box=empty)
     torch.testing.assert_close(cropped["rgb"], torch.tensor([1.0, 0.0, 0.0]).expand(32, 32, 3))
+    # `s3d export mesh` on the run
+    from scene3d.cli.export import main as export_main
+
+    mesh_path = cfg.get_base_dir() / "mesh.obj"
+    assert export_main(["mesh", "--load-config", str(cfg.get_base_dir() / "config.yml"), "--out", str(mesh_path),
+                        "--resolution", "24"]) == 0  # fmt: skip
+    assert mesh_path.read_text().count("\nf ") > 10
     # what `ns-export pointcloud` runs, with the model's normals
     pipeline.datamanager.train_pixel_sampler.num_rays_per_batch = 512
     pcd = generate_point_cloud(pipeline, num_points=200, remove_outliers=False, normal_output_name="normals")
