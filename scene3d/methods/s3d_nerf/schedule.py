@@ -1,9 +1,8 @@
 """s3d-nerf's learning-rate schedule: a short linear warm-up, then ×γ at fixed fractions of training.
 
 This is nerfacc's Instant-NGP schedule (×0.33 at 1/2, 3/4 and 9/10 of the steps). It is written as a
-``LambdaLR`` with a Python-float multiplier because both nerfstudio schedules that come close put objects into the
-checkpoint that ``torch.load(weights_only=True)`` refuses: the exponential decay stores ``numpy.float64`` learning
-rates, and ``MultiStepLR`` a ``collections.Counter`` of milestones.
+``LambdaLR`` with a Python-float multiplier because torch's ``MultiStepLR`` (nerfstudio's multi-step schedule)
+keeps a ``collections.Counter`` of milestones in its state, which ``torch.load(weights_only=True)`` refuses.
 """
 
 from __future__ import annotations
