@@ -9,17 +9,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.scene3d-installed
-# open3d (synthetic scenes, mesh export) needs libusb; the browser tests drive Debian's Chromium.
-APT_PACKAGES := libusb-1.0-0 chromium
-OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# open3d (synthetic scenes, mesh export) needs libusb; the browser tests drive Debian's Chromium; ns-render needs
+# ffmpeg on the PATH.
+APT_PACKAGES := libusb-1.0-0 chromium ffmpeg
+# Offline, and OpenMP threads that wait passively: spinning waiters stall torch 10x and more as soon as another
+# process or thread holds one of the two cores (training beside the viewer's render thread, say).
+ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE
 
 .PHONY: demo test setup system-deps clean
 
 demo: setup
-	$(OFFLINE) $(VENV)/bin/s3d demo
+	$(ENV) $(VENV)/bin/s3d demo
 
 test: setup
-	$(OFFLINE) SCENE3D_STRICT=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	$(ENV) SCENE3D_STRICT=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 setup: system-deps $(STAMP)
 

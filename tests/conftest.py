@@ -19,6 +19,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# OpenMP threads that spin while waiting stall torch by 10x and more when another process, or another torch thread
+# in the same process (the viewer's render thread beside training), holds a core: 2 threads, 2 cores. Passive
+# waiting costs nothing measurable otherwise. It must be set before torch loads libgomp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

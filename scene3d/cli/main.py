@@ -10,7 +10,12 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# Before torch loads libgomp: OpenMP threads that spin while waiting stall torch 10x and more whenever another
+# process or thread holds one of a small machine's cores. A value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # name -> (module with a ``main(argv: list[str]) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

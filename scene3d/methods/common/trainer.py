@@ -17,7 +17,9 @@ chokes on) and reloads them with a bare ``torch.load``. :class:`S3DTrainer` chan
 * ``--load-dir`` may name the run folder itself (the one holding ``nerfstudio_models/``);
 * a browser that connects to the live viewer starts a little behind the first training camera, looking at the
   scene box's centre (nerfstudio's default viewpoint assumes scenes scaled into [-1, 1]; scene3d keeps datasets in their own
-  units, so that default can sit inside the scene).
+  units, so that default can sit inside the scene);
+* on a CPU the viewer's "Max res" starts at 256 px rather than 512 (a quarter of the rays per frame), so frames
+  arrive in seconds while training shares the two cores; the slider still goes up to 2048.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ class S3DTrainer(Trainer):
         server = getattr(self.viewer_state, "viser_server", None)
         if server is not None:
             server.on_client_connect(self._frame_scene)
+            if self.device == "cpu":
+                self.viewer_state.control_panel._max_res.value = 256
 
     def _frame_scene(self, client) -> None:
         from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
