@@ -62,7 +62,8 @@ class CLNeRFDataParserConfig(DataParserConfig):
     scale_factor: float = 1.0
     """Multiplies camera positions and the scene box (nerfstudio datasets; WAT is normalised as the official code)."""
     wat_scale: float = 8.0
-    """WAT: half side of the scene cube after normalisation (official --scale: 8 breville/kitchen, 16 car/grill, 32 community)."""
+    """WAT: half side of the scene cube after normalisation (official --scale: 8 breville/kitchen, 16 car/grill,
+    32 community)."""
 
 
 def detect_layout(data: Path) -> Layout:
@@ -165,7 +166,8 @@ class CLNeRFDataParser(DataParser):
             return list(range(len(names)))
         bad = [s for s in self.config.scans if not 0 <= s < len(names)]
         if bad or len(set(self.config.scans)) != len(self.config.scans):
-            raise DataError(data, "scans", f"must be distinct indices in [0, {len(names)}) of {names}, got {list(self.config.scans)}")
+            wanted = list(self.config.scans)
+            raise DataError(data, "scans", f"must be distinct indices in [0, {len(names)}) of {names}, got {wanted}")
         return sorted(self.config.scans)
 
 

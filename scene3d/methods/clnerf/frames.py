@@ -171,3 +171,39 @@ def check_same_frame(
 
 def _fmt(values: Any) -> str:
     return "(" + ", ".join(f"{float(v):.3g}" for v in values) + ")"
+
+
+Box = tuple[tuple[float, float, float], tuple[float, float, float]]
+
+
+def check_scan_sequence(
+    stored: Float[Tensor, "N 3 4"],
+    stored_box: Box | None,
+    scans: list[tuple[Float[Tensor, "M 3 4"], Float[Tensor, "2 3"] | None]],
+    **limits: float,
+) -> tuple[int | None, FrameCheck | None, Box | None]:
+    """Check new scans in order, each against every stored pose and the new scans before it.
+
+    Args:
+        stored: camera-to-worlds already in the run (may be empty).
+        stored_box: the run's declared scene box, if any.
+        scans: each new scan's camera-to-worlds and declared scene box (``None`` when the box is derived).
+        limits: ``max_scale_ratio``, ``max_offset``, ``max_up_angle_deg`` of :func:`check_same_frame`.
+
+    Returns:
+        ``(index, check, box)``: the index of the first scan that fails and its check (``None, None`` when all
+        pass), and the declared box the run has after these scans.
+    """
+    stored = stored.detach().cpu().float()
+    box_so_far = stored_box
+    for k, (c2w, box) in enumerate(scans):
+        if len(stored) > 0:
+            old = frame_stats(stored, None)
+            old = FrameStats(old.centroid, old.spread, old.up, old.num_cameras, box_so_far)
+            check = check_same_frame(old, frame_stats(c2w, box), **limits)
+            if not check.ok:
+                return k, check, box_so_far
+        stored = torch.cat([stored, c2w.detach().cpu().float()])
+        if box_so_far is None and box is not None:
+            box_so_far = (tuple(float(v) for v in box[0]), tuple(float(v) for v in box[1]))  # type: ignore[assignment]
+    return None, None, box_so_far

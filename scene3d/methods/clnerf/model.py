@@ -9,10 +9,12 @@ the latest scan.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.viewer.viewer_elements import ViewerSlider
@@ -182,6 +184,29 @@ class CLNeRFModel(Model):
             "depth": out.depth.reshape(*shape, 1),
         }
 
+    @torch.no_grad()
+    def render_cameras(self, cameras: Cameras) -> list[Tensor]:
+        """Colour images of flat cameras (each with ``metadata["scan_id"]``), rays batched across cameras."""
+        bundles, shapes = [], []
+        with warnings.catch_warnings():  # nerfstudio 1.1.5 indexes with a list of tensors, which torch 2.x warns about
+            warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
+            for i in range(cameras.shape[0]):
+                bundle = cameras[i : i + 1].generate_rays(camera_indices=0, keep_shape=True)
+                shapes.append(bundle.origins.shape[:2])
+                bundles.append(bundle.flatten())
+        origins = torch.cat([b.origins for b in bundles])
+        directions = torch.cat([b.directions for b in bundles])
+        scan_ids = torch.cat([b.metadata["scan_id"].reshape(-1) for b in bundles]).long()
+        directions = directions / directions.norm(dim=-1, keepdim=True)
+        chunk = self.config.eval_num_rays_per_chunk
+        rgb = torch.cat([
+            render_rays(self.field, self.grid, origins[i : i + chunk], directions[i : i + chunk], scan_ids[i : i + chunk],
+                        self.background, self.march_settings(), stratified=False).rgb
+            for i in range(0, origins.shape[0], chunk)
+        ])  # fmt: skip
+        sizes = [int(h) * int(w) for h, w in shapes]
+        return [part.reshape(int(h), int(w), 3) for part, (h, w) in zip(rgb.split(sizes), shapes)]
+
     def get_metrics_dict(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
         mse = ((outputs["rgb"].detach().clamp(0, 1) - batch["image"].to(outputs["rgb"])) ** 2).mean()
         return {"psnr": -10.0 * torch.log10(mse.clamp_min(1e-10))}
@@ -203,21 +228,26 @@ class CLNeRFModel(Model):
         return metrics, {"img": torch.cat([image, rgb], dim=1), "accumulation": outputs["accumulation"]}
 
     @torch.no_grad()
-    def update_grid(self, step_in_scan: int) -> bool:
+    def update_grid(self, step_in_scan: int, *, open_during_warmup: bool = False) -> bool:
         """Refresh the occupancy grid (official: every 16 steps, all cells during warm-up, σ > min(mean σ, 5.9)).
 
         Cells are evaluated with a random scan id each (the official ``update_density_grid``), so the grid keeps
-        what any scan has.
+        what any scan has. With ``open_during_warmup`` every cell stays occupied until the warm-up ends (the
+        densities are still tracked): a model continued from the previous scan has near-zero density where a new
+        object appears, and a grid built from it would never let a ray sample there.
         """
 
         def occupancy(x: Tensor) -> Tensor:
             ids = torch.randint(0, self.num_scans, (x.shape[0],), device=x.device)
             return self.field.density(x, ids)
 
-        return self.grid.update(
+        updated = self.grid.update(
             step_in_scan, occupancy, occ_threshold=self.config.grid_density_threshold, ema_decay=0.95,
             warmup_steps=self.config.grid_warmup_steps, interval=self.config.grid_update_interval,
         )  # fmt: skip
+        if updated and open_during_warmup and step_in_scan < self.config.grid_warmup_steps:
+            self.grid.binaries.fill_(True)
+        return updated
 
     @torch.no_grad()
     def reset_grid(self) -> None:

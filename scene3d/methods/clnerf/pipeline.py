@@ -7,9 +7,9 @@ Scan ``t`` (its id counts every scan the run and its predecessors have seen) sta
 
 1. **replay targets**: every stored pose of scans ``< t`` is rendered by the model as trained up to scan ``t − 1``
    with that pose's own scan id, except the poses whose real image the reservoir holds;
-2. **the model for scan t**: a fresh initialisation (``init="scratch"``, the official code) or the previous model
-   (``init="previous"``); the embedding tables grow to ``t + 1`` rows; the occupancy grid, the Adam state and the
-   cosine learning-rate schedule (to ``lr / 30``) restart;
+2. **the model for scan t**: the previous model (``init="previous"``, the default, chosen by measurement) or a fresh
+   initialisation (``init="scratch"``, the official code); the embedding tables grow to ``t + 1`` rows; the occupancy
+   grid, the Adam state and the cosine learning-rate schedule (to ``lr / 30``) restart;
 3. **the training images**: scan ``t``'s real images, the replay renders and the buffered real images; rays are
    drawn uniformly over them, each with its image's scan id;
 4. **the carried state**: scan ``t``'s poses join the pose store and are offered to the reservoir (which is then
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from torch import Tensor
@@ -39,7 +39,7 @@ from scene3d.core.errors import DataError, RunFolderError
 from scene3d.core.metrics import psnr, ssim
 from scene3d.methods.clnerf.datamanager import CLNeRFDataManager, CLNeRFDataManagerConfig, cameras_from_poses
 from scene3d.methods.clnerf.field import CLNeRFField
-from scene3d.methods.clnerf.frames import FrameStats, check_same_frame, frame_stats
+from scene3d.methods.clnerf.frames import FrameStats, check_scan_sequence, frame_stats
 from scene3d.methods.clnerf.model import CLNeRFModel, CLNeRFModelConfig, bchw
 from scene3d.methods.clnerf.replay import (
     PoseStore,
@@ -80,8 +80,9 @@ class CLNeRFPipelineConfig(VanillaPipelineConfig):
     """Training steps per scan (official: 20 epochs of 1000). The run lasts iterations_per_scan x scans."""
     mode: Literal["continual", "joint"] = "continual"
     """continual: scans one after another (CLNeRF and the CL baselines); joint: every scan at once (upper bound)."""
-    init: Literal["scratch", "previous"] = "scratch"
-    """Each scan's model starts from a fresh initialisation (official code) or from the previous scan's model."""
+    init: Literal["scratch", "previous"] = "previous"
+    """Each scan's model starts from the previous scan's model (default: measured better on old scans, see the README)
+    or from a fresh initialisation (scratch: the official code)."""
     generative_replay: bool = True
     """Train old poses on renders of the previous model (CLNeRF); False: naive fine-tuning / experience replay."""
     buffer_size: int = 0
@@ -182,35 +183,26 @@ class CLNeRFPipeline(VanillaPipeline):
         """Every scan of the dataset against every stored pose and the dataset's earlier scans (frames.py)."""
         dm = self.datamanager
         meta = dm.train_dataparser_outputs.metadata
-        boxes, declared = meta["clnerf_scene_boxes"], meta["clnerf_declared_boxes"]
+        boxes, declared, index = meta["clnerf_scene_boxes"], meta["clnerf_declared_boxes"], meta["clnerf_scan_index"]
         c2w_all = dm.train_dataset.cameras.camera_to_worlds
-        index = meta["clnerf_scan_index"]
-        stored = self.carried.poses.camera_to_worlds
-        stored_box = self.carried.frame.scene_box if self.carried.frame is not None else None
+        scans = []
         for k in range(dm.num_scans):
             c2w = c2w_all[index == k]
             if len(c2w) == 0:
                 raise DataError(Path(dm.scans[k].source), None, "the scan has no training images")
-            box = boxes[k] if bool(declared[k]) else None
-            if len(stored) > 0:
-                old = frame_stats(stored, None)
-                old = FrameStats(old.centroid, old.spread, old.up, old.num_cameras, stored_box)
-                check = check_same_frame(
-                    old, frame_stats(c2w, box), max_scale_ratio=self.config.max_scale_ratio,
-                    max_offset=self.config.max_offset, max_up_angle_deg=self.config.max_up_angle_deg,
-                )  # fmt: skip
-                if not check.ok:
-                    raise DataError(
-                        Path(dm.scans[k].source), None,
-                        "its cameras are not in the world frame and scale of the scans before it: "
-                        + "; ".join(check.problems)
-                        + ". Register every scan in one frame (one COLMAP model or a shared alignment); "
-                        "see scene3d/methods/clnerf/README.md",
-                    )  # fmt: skip
-            stored = torch.cat([stored, c2w.cpu()])
-            if stored_box is None and box is not None:
-                stored_box = (tuple(float(v) for v in box[0]), tuple(float(v) for v in box[1]))
-        self._stored_box = stored_box
+            scans.append((c2w, boxes[k] if bool(declared[k]) else None))
+        stored_box = self.carried.frame.scene_box if self.carried.frame is not None else None
+        bad, check, self._stored_box = check_scan_sequence(
+            self.carried.poses.camera_to_worlds, stored_box, scans, max_scale_ratio=self.config.max_scale_ratio,
+            max_offset=self.config.max_offset, max_up_angle_deg=self.config.max_up_angle_deg,
+        )  # fmt: skip
+        if bad is not None and check is not None:
+            raise DataError(
+                Path(dm.scans[bad].source), None,
+                "its cameras are not in the world frame and scale of the scans before it: " + "; ".join(check.problems)
+                + ". Register every scan in one frame (one COLMAP model or a shared alignment); see "
+                "scene3d/methods/clnerf/README.md",
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ scans
     @property
@@ -219,11 +211,9 @@ class CLNeRFPipeline(VanillaPipeline):
         phases = 1 if self.config.mode == "joint" else self.datamanager.num_scans
         return phases * self.config.iterations_per_scan
 
-    def _render_pose(self, one: PoseStore, scan_id: int) -> Tensor:
-        one = PoseStore(one.camera_to_worlds, one.intrinsics, one.sizes, one.distortion, one.camera_types,
-                        torch.full_like(one.scan_ids, scan_id))  # fmt: skip
-        camera = cameras_from_poses(one, self.device)
-        return self.model.get_outputs_for_camera(camera)["rgb"]
+    def _render_poses(self, poses: PoseStore) -> list[Tensor]:
+        """Render poses, each with its own scan id (``poses.scan_ids``), in eval mode."""
+        return self.model.render_cameras(cameras_from_poses(poses, self.device))
 
     @torch.no_grad()
     def render_replay(self, indices: list[int] | tuple[int, ...]) -> list[Tensor]:
@@ -231,7 +221,7 @@ class CLNeRFPipeline(VanillaPipeline):
         was_training = self.model.training
         self.model.eval()
         try:
-            return render_replay_targets(self.carried.poses, indices, self._render_pose)
+            return render_replay_targets(self.carried.poses, indices, self._render_poses)
         finally:
             self.model.train(was_training)
 
@@ -352,7 +342,17 @@ class CLNeRFPipeline(VanillaPipeline):
                 s if s.trained_in else ScanRecord(**{**s.__dict__, "trained_in": str(self.run_dir)}) for s in self.carried.scans
             ]
             self._write_run_files("training")
+            callbacks = [
+                TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._save_at_scan_end, args=[trainer])
+            ]
+            return callbacks + super().get_training_callbacks(training_callback_attributes)
         return super().get_training_callbacks(training_callback_attributes)
+
+    def _save_at_scan_end(self, trainer: Any, step: int) -> None:
+        """A checkpoint at the last step of every scan but the run's last (the trainer saves that one)."""
+        last_of_scan = (step + 1) % self.config.iterations_per_scan == 0
+        if last_of_scan and step + 1 < self.total_iterations:
+            trainer.save_checkpoint(step)
 
     def load_pipeline(self, loaded_state: dict[str, Any], step: int) -> None:
         """Load a checkpoint to view or evaluate it; resuming a CLNeRF training run is not supported."""
@@ -389,7 +389,8 @@ class CLNeRFPipeline(VanillaPipeline):
                 group.setdefault("clnerf_base_lr", group["lr"])
             self._optimizer_phase = k
         local = step - k * cfg.iterations_per_scan
-        self.model.update_grid(local)
+        continued = cfg.mode == "continual" and cfg.init == "previous" and self.scan_ids[k] > 0
+        self.model.update_grid(local, open_during_warmup=continued)
         factor = self._lr_factor(local)
         for group in optimizer.param_groups:
             group["lr"] = group["clnerf_base_lr"] * factor
@@ -427,7 +428,8 @@ class CLNeRFPipeline(VanillaPipeline):
                 views = dm.scan_eval_indices(k)[:max_views_per_scan]
                 for i in views:
                     camera, batch = dm.eval_view(i)
-                    rgb = self.model.get_outputs_for_camera(camera)["rgb"].clamp(0, 1)
+                    camera.metadata = {"scan_id": torch.full((1, 1), scan_id, device=self.device)}
+                    rgb = self.model.render_cameras(camera)[0].clamp(0, 1)
                     entry = per_scan.setdefault(scan_id, {"psnr": [], "ssim": []})
                     pred, target = bchw(rgb), bchw(batch["image"])
                     entry["psnr"].append(float(psnr(pred, target)))

@@ -206,31 +206,34 @@ def quantize_rgb(rgb: Float[Tensor, "*batch 3"]) -> UInt8[Tensor, "*batch 3"]:
     return (rgb.detach().clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
 
 
-RenderFn = Callable[[PoseStore, int], Float[Tensor, "H W 3"]]
-"""``render(one_pose_store, scan_id) -> image``: renders the single pose of the store with the given scan id."""
+RenderFn = Callable[[PoseStore], list[Float[Tensor, "H W 3"]]]
+"""``render(poses) -> images``: renders every pose of a store with **that pose's** ``scan_ids`` entry."""
 
 
 def render_replay_targets(store: PoseStore, indices: Sequence[int], render: RenderFn) -> list[UInt8[Tensor, "H W 3"]]:
-    """Generative replay: render each stored pose in ``indices`` **with its own scan id**, quantised to 8 bits.
+    """Generative replay: render the stored poses ``indices``, each with its own scan id, quantised to 8 bits.
 
     Args:
         store: the pose store.
         indices: store indices to render (``ReplayPlan.rendered``).
-        render: renders one pose (a one-pose :class:`PoseStore`) with a scan id, colours in ``[0, 1]``.
+        render: renders the poses of a store (colours in ``[0, 1]``), each with the scan id the store gives it.
 
     Returns:
         One ``(H, W, 3)`` uint8 image per index, in order.
     """
-    images = []
-    for index in indices:
-        one = store.select(torch.tensor([int(index)]))
-        scan_id = int(store.scan_ids[int(index)])
-        image = render(one, scan_id)
-        w, h = (int(v) for v in store.sizes[int(index)])
+    if len(indices) == 0:
+        return []
+    selected = store.select(torch.as_tensor([int(i) for i in indices], dtype=torch.long))
+    images = render(selected)
+    if len(images) != len(selected):
+        raise ValueError(f"render returned {len(images)} images for {len(selected)} poses")
+    out = []
+    for k, image in enumerate(images):
+        w, h = (int(v) for v in selected.sizes[k])
         if tuple(image.shape) != (h, w, 3):
-            raise ValueError(f"render returned shape {tuple(image.shape)} for pose {index}, expected ({h}, {w}, 3)")
-        images.append(quantize_rgb(image).cpu())
-    return images
+            raise ValueError(f"render returned shape {tuple(image.shape)} for pose {indices[k]}, expected ({h}, {w}, 3)")
+        out.append(quantize_rgb(image).cpu())
+    return out
 
 
 def sample_pixels(

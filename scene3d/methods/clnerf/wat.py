@@ -141,7 +141,8 @@ def read_wat(root: Path, *, scale: float = 8.0) -> WATScene:
         if model == "OPENCV":
             distortion[[0, 1, 4, 5]] = p[4:8]
     else:
-        raise DataError(sparse / "cameras.bin", "model", f"unsupported camera model {model} (SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV)")
+        supported = "SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV"
+        raise DataError(sparse / "cameras.bin", "model", f"unsupported camera model {model} ({supported})")
 
     ordered = sorted(images.values(), key=lambda im: im.name)
     folders: list[str] = []
@@ -150,7 +151,10 @@ def read_wat(root: Path, *, scale: float = 8.0) -> WATScene:
     for im in ordered:
         parts = Path(im.name).parts
         if len(parts) < 2:
-            raise DataError(sparse / "images.bin", f"images[{im.id}].name", f"{im.name!r} is not inside a capture folder (images/<capture>/<frame>)")
+            raise DataError(
+                sparse / "images.bin", f"images[{im.id}].name",
+                f"{im.name!r} is not inside a capture folder (images/<capture>/<frame>)",
+            )  # fmt: skip
         folder = parts[0]
         if folder not in folders:
             folders.append(folder)

@@ -173,7 +173,6 @@ class Micro:
         m.density_hidden, m.color_hidden, m.appearance_dim, m.geometry_dim = 16, 16, 8, 4
         m.grid_resolution, m.grid_warmup_steps, m.render_step_size, m.backend = 16, 32, 0.04, "torch"
         cfg.pipeline.iterations_per_scan = iterations
-        cfg.steps_per_save = iterations
         for key, value in pipeline.items():
             setattr(cfg.pipeline, key, value)
         return cfg

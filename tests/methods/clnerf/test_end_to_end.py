@@ -80,6 +80,7 @@ def test_a_whole_sequence_in_one_run(sphere_scans: Path, micro, tmp_path: Path) 
         (0, 5, [0]), (6, 11, [0, 1]), (12, 17, [0, 1, 2]),
     ]  # fmt: skip
     assert scans_for_step(record, 7) == [0, 1]
+    # the pipeline saved at the end of scans 0 and 1, the trainer at the end of the run (only the latest is kept)
     assert latest_checkpoint(run / "nerfstudio_models").name == "step-000000017.ckpt"
     state = CarriedState.from_state(load_checkpoint(run / STATE_FILE), run / STATE_FILE)
     assert len(state.buffer.keys) == 2 and set(state.buffer_images) == set(state.buffer.keys)

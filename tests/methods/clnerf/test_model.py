@@ -110,6 +110,11 @@ def test_rays_without_a_scan_id_render_the_viewer_sliders_scan(sphere_scans: Pat
     model = pipe.model
     slider = model.scan_slider
     assert (slider.min, slider.max, slider.default_value) == (0, 2, 2)
+    # nerfstudio's viewer installs the ViewerElements it finds on the pipeline: the slider is one of them
+    from nerfstudio.viewer.utils import parse_object
+    from nerfstudio.viewer.viewer_elements import ViewerElement
+
+    assert any(element is slider for _, element in parse_object(pipe, ViewerElement, "Custom Elements"))
     rays = RayBundle(origins=torch.tensor([[0.0, -2.5, 0.3]]), directions=torch.tensor([[0.0, 1.0, -0.1]]),
                      pixel_area=torch.ones(1, 1))  # fmt: skip
     assert model.scan_ids_of(rays).tolist() == [2]

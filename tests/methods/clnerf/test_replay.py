@@ -103,22 +103,22 @@ def test_plan_replay_renders_every_old_pose_not_in_the_buffer() -> None:
 
 def test_replay_targets_are_rendered_with_each_poses_own_scan_id() -> None:
     store = _store([2, 3, 1])
-    calls: list[tuple[float, int]] = []
+    calls: list[list[tuple[float, int]]] = []
 
-    def render(one: PoseStore, scan_id: int) -> torch.Tensor:
-        assert len(one) == 1
-        calls.append((float(one.camera_to_worlds[0, 0, 3]), scan_id))
-        return torch.full((4, 6, 3), scan_id / 10.0)
+    def render(poses: PoseStore) -> list[torch.Tensor]:
+        calls.append([(float(c[0, 3]), int(s)) for c, s in zip(poses.camera_to_worlds, poses.scan_ids)])
+        return [torch.full((4, 6, 3), int(s) / 10.0) for s in poses.scan_ids]
 
     plan = plan_replay(store.scan_ids, buffer_keys=[], current_scan=2)
     images = render_replay_targets(store, plan.rendered, render)
-    # pose i sits at x = i: each call got pose i and that pose's scan id
-    assert calls == [(0.0, 0), (1.0, 0), (2.0, 1), (3.0, 1), (4.0, 1)]
+    # pose i sits at x = i: the renderer got poses 0..4, each with that pose's scan id
+    assert calls == [[(0.0, 0), (1.0, 0), (2.0, 1), (3.0, 1), (4.0, 1)]]
     assert [int(im[0, 0, 0]) for im in images] == [0, 0, 26, 26, 26]  # round(0.1 * 255)
     assert all(im.dtype == torch.uint8 and im.shape == (4, 6, 3) for im in images)
+    assert render_replay_targets(store, [], render) == []
 
-    def wrong_size(one: PoseStore, scan_id: int) -> torch.Tensor:
-        return torch.zeros(6, 4, 3)
+    def wrong_size(poses: PoseStore) -> list[torch.Tensor]:
+        return [torch.zeros(6, 4, 3) for _ in range(len(poses))]
 
     with pytest.raises(ValueError, match="expected \\(4, 6, 3\\)"):
         render_replay_targets(store, [0], wrong_size)
@@ -145,3 +145,39 @@ def test_sample_pixels_is_uniform_over_images_then_pixels() -> None:
     with pytest.raises(ValueError, match="num_rays"):
         sample_pixels(0, sizes)
     assert math.isclose(float(frac.sum()), 1.0)
+
+
+def test_frame_check_accepts_new_paths_and_refuses_another_scale_origin_or_orientation() -> None:
+    from scene3d.methods.clnerf.frames import check_scan_sequence
+
+    def orbit(radius: float, elevation: float, offset: float, n: int = 12) -> torch.Tensor:
+        poses = []
+        for i in range(n):
+            az = offset + 2 * math.pi * i / n
+            eye = radius * torch.tensor([math.cos(elevation) * math.cos(az), math.cos(elevation) * math.sin(az), math.sin(elevation)])
+            forward = -eye / eye.norm()
+            right = torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0]))
+            right = right / right.norm()
+            up = torch.linalg.cross(right, forward)
+            poses.append(torch.stack([right, up, -forward, eye], dim=1))
+        return torch.stack(poses)
+
+    box = torch.tensor([[-1.0, -1.0, 0.0], [1.0, 1.0, 1.0]])
+    first = orbit(4.0, 0.4, 0.0)
+    # another path around the same place: other radius, elevation and azimuths
+    bad, check, kept_box = check_scan_sequence(first, None, [(orbit(3.5, 0.8, 0.3), box), (orbit(4.4, 0.3, 1.0), None)])
+    assert bad is None and check is None and kept_box is not None
+    scaled = orbit(4.0, 0.4, 0.0) * torch.tensor([1.0, 1.0, 1.0, 3.0])
+    bad, check, _ = check_scan_sequence(first, None, [(orbit(4.0, 0.5, 0.2), None), (scaled, None)])
+    assert bad == 1 and "another scale" in check.problems[0]
+    shifted = first.clone()
+    shifted[:, :, 3] += torch.tensor([20.0, 0.0, 0.0])
+    bad, check, _ = check_scan_sequence(first, None, [(shifted, None)])
+    assert bad == 0 and any("another origin" in p for p in check.problems)
+    flip = torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])  # upside down about x
+    bad, check, _ = check_scan_sequence(first, None, [(flip @ first, None)])
+    assert bad == 0 and any("another orientation" in p for p in check.problems)
+    bad, check, _ = check_scan_sequence(first, (tuple(box[0].tolist()), tuple(box[1].tolist())), [(orbit(4.0, 0.5, 0.1), box * 4)])
+    assert bad == 0 and any("scene box" in p for p in check.problems)
+    with pytest.raises(ValueError, match="max_scale_ratio"):
+        check_scan_sequence(first, None, [(first, None)], max_scale_ratio=0.5)
