@@ -51,6 +51,8 @@ def atomic_open(path: str | Path, mode: str = "wb", *, tmp_dir: str | Path | Non
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            # mkstemp creates 0600; the file gets what a plain open() would give it (or keeps the replaced file's)
+            os.fchmod(f.fileno(), _file_mode(path))
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
     except BaseException:
@@ -58,6 +60,24 @@ def atomic_open(path: str | Path, mode: str = "wb", *, tmp_dir: str | Path | Non
             os.unlink(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def _file_mode(path: Path) -> int:
+    """The permission bits ``open(path, "w")`` would leave: the existing file's, else ``0o666`` less the umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        pass
+    try:  # Linux reports the umask without changing it (os.umask would, for every thread, for a moment)
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync_dir(folder: Path) -> None:

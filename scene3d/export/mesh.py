@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,10 +193,6 @@ def write_mesh(mesh: Mesh, path: str | Path) -> Path:
     data = tm.export(file_type=suffix[1:], include_color=True) if suffix == ".obj" else tm.export(file_type=suffix[1:])
     blob = data.encode("utf-8") if isinstance(data, str) else data
     atomic_write(path, lambda f: f.write(blob))
-    # the atomic write goes through mkstemp (mode 0600); give the export the usual permissions
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
     return path
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from scene3d.core.checkpoint import (
+    atomic_open,
     atomic_torch_save,
     check_weights_only,
     checkpoint_steps,
@@ -95,3 +96,18 @@ def test_numpy_scalars_are_refused_then_made_plain(tmp_path: Path):
     assert type(plain["optimizers"]["lr"]) is float and isinstance(plain["grid"], torch.Tensor)
     atomic_torch_save(plain, tmp_path / "a.ckpt")
     assert load_checkpoint(tmp_path / "a.ckpt")["optimizers"]["betas"][1] == 0.99
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path: Path):
+    old = os.umask(0o027)
+    try:
+        with atomic_open(tmp_path / "new.bin") as f:
+            f.write(b"x")
+        assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
+        (tmp_path / "kept.bin").write_bytes(b"old")
+        (tmp_path / "kept.bin").chmod(0o604)
+        with atomic_open(tmp_path / "kept.bin") as f:
+            f.write(b"new")
+        assert (tmp_path / "kept.bin").stat().st_mode & 0o777 == 0o604
+    finally:
+        os.umask(old)
