@@ -219,7 +219,8 @@ class Scene3DDataParser(DataParser):
 
     @staticmethod
     def _all_centres(frames: list[dict[str, Any]]) -> torch.Tensor:
-        return torch.tensor([np.asarray(f["transform_matrix"], dtype=np.float64)[:3, 3] for f in frames]).float()
+        centres = np.array([np.asarray(f["transform_matrix"], dtype=np.float64)[:3, 3] for f in frames]).reshape(-1, 3)
+        return torch.from_numpy(centres).float()
 
 
 scene3d_dataparser = DataParserSpecification(

@@ -27,7 +27,6 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from scene3d.core.cameras import look_at
 
 logger = logging.getLogger(__name__)
 

@@ -2,8 +2,6 @@
 
 import math
 import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
