@@ -1,4 +1,4 @@
-"""Rendering rays of a radiance field with occupancy-grid marching: s3d-nerf's math, free of nerfstudio.
+"""Rendering rays of a radiance field with occupancy-grid marching (s3d-nerf, CLNeRF), free of nerfstudio.
 
 For a batch of rays: march the occupancy grid (empty space skipped), evaluate the density at the kept intervals
 without gradients and drop the ones behind opaque matter or nearly transparent, evaluate the field at the rest and
@@ -16,15 +16,36 @@ per-task embeddings) are gathered per sample by ray index.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from scene3d.core.backends import Backend
-from scene3d.fields.radiance import RadianceField
 from scene3d.renderers.occupancy import OccupancyGrid, PackedSamples
 from scene3d.renderers.volume import accumulate, alphas_from_densities, composite_packed, visibility_packed
+
+
+@runtime_checkable
+class MarchableField(Protocol):
+    """What :func:`render_rays` needs of a field (:class:`scene3d.fields.radiance.RadianceField` has it)."""
+
+    def density(self, positions: Tensor, density_extra: Tensor | None = None) -> Tensor:
+        """σ at world positions ``(S, 3)`` → ``(S,)``."""
+        ...
+
+    def geometry(self, positions: Tensor, density_extra: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """σ ``(S,)`` and the geometry features for the colour head ``(S, F)``."""
+        ...
+
+    def color(self, directions: Tensor, features: Tensor, color_extra: Tensor | None = None) -> Tensor:
+        """Colour ``(S, 3)`` from unit directions, geometry features and an optional extra input."""
+        ...
+
+    def density_gradient(self, positions: Tensor, density_extra: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """σ and ``∇σ`` with respect to the positions."""
+        ...
 
 
 @dataclass
@@ -66,7 +87,7 @@ def _per_sample(extra: Tensor | None, ray_indices: Tensor) -> Tensor | None:
 
 
 def render_rays(
-    field: RadianceField,
+    field: MarchableField,
     grid: OccupancyGrid,
     origins: Float[Tensor, "R 3"],
     directions: Float[Tensor, "R 3"],
@@ -141,7 +162,7 @@ def render_rays(
 
 
 def _normals(
-    field: RadianceField,
+    field: MarchableField,
     samples: PackedSamples,
     positions: Tensor,
     weights: Tensor,

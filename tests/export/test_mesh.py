@@ -13,7 +13,7 @@ from scene3d.core.cameras import fibonacci_sphere, intrinsics_from_fov, look_at,
 from scene3d.export.mesh import Mesh, density_grid, extract_mesh, grid_shape, write_mesh
 from scene3d.fields.hash_grid import HashGridEncoding
 from scene3d.fields.radiance import RadianceField
-from scene3d.methods.s3d_nerf.render import MarchSettings, render_rays
+from scene3d.renderers.marching import MarchSettings, render_rays
 from scene3d.renderers.occupancy import OccupancyGrid
 
 RADIUS = 0.5

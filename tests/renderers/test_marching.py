@@ -6,7 +6,7 @@ import torch
 
 from scene3d.fields.hash_grid import HashGridEncoding
 from scene3d.fields.radiance import RadianceField
-from scene3d.methods.s3d_nerf.render import MarchSettings, render_rays
+from scene3d.renderers.marching import MarchSettings, render_rays
 from scene3d.renderers.occupancy import OccupancyGrid
 
 BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])

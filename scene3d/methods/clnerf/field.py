@@ -155,20 +155,21 @@ class CLNeRFField(nn.Module):
         self.geometry_embedding.grow(num_scans, init)
         self.appearance_embedding.grow(num_scans, init)
 
-    def _check_ids(self, scan_ids: Tensor) -> None:
+    def check_ids(self, scan_ids: Tensor) -> None:
+        """Raise ``ValueError`` unless every id has a row in the embedding tables."""
         if scan_ids.numel() and (int(scan_ids.min()) < 0 or int(scan_ids.max()) >= self.num_scans):
             raise ValueError(f"scan ids must be in [0, {self.num_scans}), got [{int(scan_ids.min())}, {int(scan_ids.max())}]")
 
     def density(self, positions: Float[Tensor, "S 3"], scan_ids: Int[Tensor, " S"]) -> Float[Tensor, " S"]:
         """σ at world positions with the geometry embedding of each sample's scan."""
-        self._check_ids(scan_ids)
+        self.check_ids(scan_ids)
         return self.radiance.density(positions, self.geometry_embedding(scan_ids))
 
     def forward(
         self, positions: Float[Tensor, "S 3"], directions: Float[Tensor, "S 3"], scan_ids: Int[Tensor, " S"]
     ) -> FieldOutputs:
         """σ and colour of samples, each with its scan's embeddings."""
-        self._check_ids(scan_ids)
+        self.check_ids(scan_ids)
         return self.radiance(
             positions, directions, self.geometry_embedding(scan_ids), self.appearance_embedding(scan_ids)
         )

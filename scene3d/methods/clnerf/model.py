@@ -24,7 +24,7 @@ from torch.nn import Parameter
 from scene3d.core.backends import Backend
 from scene3d.core.metrics import psnr, ssim
 from scene3d.methods.clnerf.field import CLNeRFField, CLNeRFFieldSpec, scene_cube
-from scene3d.methods.clnerf.rendering import MarchSettings, clnerf_losses, render_rays
+from scene3d.methods.clnerf.rendering import MarchSettings, clnerf_losses, march_settings, render_rays
 from scene3d.methods.clnerf.viewer import ScanSlider
 from scene3d.renderers.occupancy import OccupancyGrid
 
@@ -78,7 +78,7 @@ class CLNeRFModelConfig(ModelConfig):
     background_color: tuple[float, float, float] | None = None
     """Colour behind the scene; None: the dataset's background colour, else black (official real scenes)."""
     backend: Backend = "auto"
-    """Hash grid backend: tiny-cuda-nn on CUDA ("auto"), or "torch"."""
+    """Hash grid and marching backends: tiny-cuda-nn and nerfacc on CUDA ("auto"), or "torch"."""
     num_scans: int = 1
     """Rows of the embedding tables at construction (the pipeline grows them; checkpoints resize them on load)."""
 
@@ -167,7 +167,7 @@ class CLNeRFModel(Model):
 
     def march_settings(self) -> MarchSettings:
         """The ray-marching settings of this config."""
-        return MarchSettings(step_size=self.config.render_step_size, cone_angle=self.config.cone_angle)
+        return march_settings(self.config.render_step_size, self.config.cone_angle, self.config.backend)
 
     def get_outputs(self, ray_bundle: RayBundle) -> dict[str, Tensor]:  # type: ignore[override]
         shape = ray_bundle.origins.shape[:-1]

@@ -2,7 +2,8 @@
 
 Each ray marches through the occupied cells of the grid (step ``Δ`` growing as ``c·t`` with the cone angle ``c``,
 official ``exp_step_factor``), samples behind opaque matter (transmittance below ``1e-4``) are dropped after one
-density evaluation without gradients, and the rest are composited with NeRF's quadrature (NeRF Eq. 3):
+density evaluation without gradients, and the rest are composited with NeRF's quadrature (NeRF Eq. 3) by the shared
+:mod:`scene3d.renderers.marching` (as for ``s3d-nerf``; nerfacc on CUDA, torch elsewhere):
 
     C = Σ_i T_i α_i c_i + (1 − O) · c_bg,   O = Σ_i T_i α_i,
 
@@ -24,33 +25,24 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from scene3d.core.backends import Backend
 from scene3d.methods.clnerf.field import CLNeRFField
+from scene3d.renderers import marching
+from scene3d.renderers.marching import MarchSettings, RayOutputs
 from scene3d.renderers.occupancy import OccupancyGrid
-from scene3d.renderers.volume import accumulate, alphas_from_densities, composite_packed
 
 NEAR_DISTANCE = 0.01
 """Official ``NEAR_DISTANCE``: samples start this far from the camera."""
 
 
-@dataclass(frozen=True)
-class MarchSettings:
-    """How rays are marched (official: ``Δ = √3/1024``, cone ``1/256`` on real scenes, 0 on synthetic ones)."""
-
-    step_size: float
-    cone_angle: float = 0.0
-    near: float = NEAR_DISTANCE
-    early_stop_eps: float = 1e-4
-    """Official ``T_threshold``."""
-
-
-@dataclass
-class RenderOutputs:
-    """Per-ray results."""
-
-    rgb: Float[Tensor, "R 3"]
-    opacity: Float[Tensor, "R 1"]
-    depth: Float[Tensor, "R 1"]
-    num_samples: int
+def march_settings(step_size: float, cone_angle: float = 0.0, backend: Backend = "auto") -> MarchSettings:
+    """The official marching: step ``Δ`` (``√3/1024`` of the cube at paper scale), cone ``1/256`` on real scenes and
+    0 on synthetic ones, ``NEAR_DISTANCE``, samples dropped below transmittance ``10⁻⁴`` (official ``T_threshold``)
+    and no α threshold."""
+    return MarchSettings(
+        step_size=step_size, near_plane=NEAR_DISTANCE, far_plane=1e10, cone_angle=cone_angle, early_stop_eps=1e-4,
+        alpha_threshold=0.0, backend=backend,
+    )  # fmt: skip
 
 
 def render_rays(
@@ -63,8 +55,11 @@ def render_rays(
     settings: MarchSettings,
     *,
     stratified: bool,
-) -> RenderOutputs:
+) -> RayOutputs:
     """Render rays, each with its own scan's embeddings (module docstring).
+
+    The shared :func:`scene3d.renderers.marching.render_rays` does the marching and compositing; the scan's
+    geometry and appearance embeddings are its per-ray density and colour inputs.
 
     Args:
         field: the CLNeRF field.
@@ -73,31 +68,17 @@ def render_rays(
         directions: unit ray directions.
         scan_ids: the scan id each ray renders.
         background: colour behind the scene.
-        settings: marching settings.
+        settings: marching settings (:func:`march_settings`).
         stratified: jitter each ray's first sample (training).
     """
     n_rays = origins.shape[0]
     if scan_ids.shape != (n_rays,):
         raise ValueError(f"scan_ids must have shape ({n_rays},), got {tuple(scan_ids.shape)}")
-
-    def sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
-        mids = 0.5 * (t_starts + t_ends)
-        positions = origins[ray_indices] + directions[ray_indices] * mids[:, None]
-        return field.density(positions, scan_ids[ray_indices])
-
-    samples = grid.sample(
-        origins, directions, near_plane=settings.near, step_size=settings.step_size, cone_angle=settings.cone_angle,
-        stratified=stratified, sigma_fn=sigma_fn, early_stop_eps=settings.early_stop_eps,
+    field.check_ids(scan_ids)
+    return marching.render_rays(
+        field.radiance, grid, origins, directions, settings, background=background.to(origins), stratified=stratified,
+        density_extra=field.geometry_embedding(scan_ids), color_extra=field.appearance_embedding(scan_ids),
     )  # fmt: skip
-    rays = samples.ray_indices
-    out = field(samples.positions(origins, directions), directions[rays], scan_ids[rays])
-    alphas = alphas_from_densities(out.density, samples.deltas)
-    weights, _ = composite_packed(alphas, rays, n_rays)
-    rgb = accumulate(weights, out.rgb, rays, n_rays)
-    opacity = accumulate(weights, None, rays, n_rays)
-    depth = accumulate(weights, samples.mids[:, None], rays, n_rays)
-    rgb = rgb + background.to(rgb) * (1.0 - opacity)
-    return RenderOutputs(rgb=rgb, opacity=opacity, depth=depth, num_samples=len(samples))
 
 
 def opacity_entropy(opacity: Float[Tensor, "*batch"]) -> Float[Tensor, "*batch"]:

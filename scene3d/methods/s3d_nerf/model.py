@@ -1,7 +1,7 @@
 """s3d-nerf as a nerfstudio model: a hash-grid (or TensoRF) radiance field rendered with occupancy-grid marching.
 
 The model only orchestrates: the field is :class:`~scene3d.fields.radiance.RadianceField`, the grid
-:class:`~scene3d.renderers.occupancy.OccupancyGrid`, and rendering :func:`~scene3d.methods.s3d_nerf.render.render_rays`.
+:class:`~scene3d.renderers.occupancy.OccupancyGrid`, and rendering :func:`~scene3d.renderers.marching.render_rays`.
 On top it adds what training needs: the occupancy refresh before each iteration, a batch size that follows a
 sample budget (Instant-NGP's dynamic batch: rays per step grow as empty space is carved out), the background colour
 of the dataset, metrics (LPIPS only when its weights are on disk), and chunked full-image rendering for the viewer,
@@ -29,7 +29,7 @@ from scene3d.core.backends import Backend, check_backend
 from scene3d.fields.hash_grid import HashGridEncoding
 from scene3d.fields.radiance import RadianceField
 from scene3d.fields.tensorf import TensorVMEncoding
-from scene3d.methods.s3d_nerf.render import MarchSettings, RayOutputs, render_rays
+from scene3d.renderers.marching import MarchSettings, RayOutputs, render_rays
 from scene3d.renderers.occupancy import OccupancyGrid
 
 logger = logging.getLogger(__name__)
