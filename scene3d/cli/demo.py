@@ -10,11 +10,11 @@ Stages, each a function of a :class:`DemoContext`, run in the order of :data:`ST
                        truth, and ``OUT/eval_views.png`` (prediction over ground truth);
 4. ``turntable``       ``OUT/turntable.mp4``, an orbit at the training cameras' distance and elevation;
 5. ``export_mesh``     ``OUT/mesh.ply`` (marching cubes, colours as rendered; ``s3d export mesh`` does the same);
-6. ``print_commands``  the commands to open the viewer on the run, re-export, render and evaluate.
+6. ``stylize``         ReGS: the scene restyled from one stylized reference view (``scene3d.methods.regs.demo``);
+7. ``print_commands``  the commands to open the viewer on the run, re-export, render and evaluate.
 
-A later step (e.g. ReGS stylization of the trained scene) is one more function ``stage(ctx) -> None`` inserted into
-:data:`STAGES` (after ``train``, say); it finds the dataset, run folder, config and trained pipeline in the context
-and adds its lines to ``ctx.summary``.
+A further step is one more function ``stage(ctx) -> None`` inserted into :data:`STAGES`; it finds the dataset, run
+folder, config and trained pipeline in the context and adds its lines to ``ctx.summary``.
 """
 
 from __future__ import annotations
