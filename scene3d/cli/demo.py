@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -243,6 +244,8 @@ def print_commands(ctx: DemoContext) -> None:
     from rich.table import Table
 
     table = Table(title="scene3d demo", show_header=False, expand=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # paths wrap instead of ending in "…"
     for what, value in ctx.summary:
         table.add_row(f"[bold]{what}", value)
     stage_times = " · ".join(f"{k} {v:.0f} s" for k, v in ctx.timings.items())
@@ -286,10 +289,7 @@ def main(argv: list[str]) -> int:
     import warnings
 
     import torch
-
-    # nerfstudio 1.1.5 on torch 2.14: one deprecation warning per ray batch (camera indexing) and one per logged loss
-    warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
-    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
+    from nerfstudio.utils.rich_utils import CONSOLE
     from rich.console import Console
 
     console = Console()
@@ -300,11 +300,23 @@ def main(argv: list[str]) -> int:
     console.rule("[bold]scene3d demo: a NeRF of a synthetic scene, trained on this CPU")
     console.print(f"torch threads: {why}; output: {ctx.out}")
     start = time.perf_counter()
-    for stage in STAGES:
-        t0 = time.perf_counter()
-        stage(ctx)
-        if stage is not print_commands:
-            ctx.timings[stage.__name__] = time.perf_counter() - t0
+    was_quiet = CONSOLE.quiet
+    with warnings.catch_warnings():
+        # nerfstudio 1.1.5 on torch 2.14: one deprecation warning per ray batch (camera indexing) and one per logged
+        # loss; deprecations in its own code (torch.jit.script, torch.cuda.amp); its 4 data-loader workers
+        warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
+        warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
+        for start_of_message in ("`torch.jit.script` is deprecated", "`torch.cuda.amp.", "This DataLoader will create"):
+            warnings.filterwarnings("ignore", message=re.escape(start_of_message))
+        CONSOLE.quiet = True  # nerfstudio's own banners and paths: the demo reports every stage itself
+        try:
+            for stage in STAGES:
+                t0 = time.perf_counter()
+                stage(ctx)
+                if stage is not print_commands:
+                    ctx.timings[stage.__name__] = time.perf_counter() - t0
+        finally:
+            CONSOLE.quiet = was_quiet
     console.print(f"[dim]total {time.perf_counter() - start:.0f} s[/dim]")
     return 0
 

@@ -86,7 +86,7 @@ def stylize_stage(ctx: Any) -> None:
     )
     ctx.console.print(f"[bold green]stylized (ReGS): {line}")
     for what, command in (
-        ("view the stylized scene", f"ns-viewer --load-config {config_path}"),
+        ("view the stylized scene", f"ns-viewer --load-config {config_path} --viewer.websocket-host 127.0.0.1"),
         ("re-export it (.ply or .splat)", f"s3d export splat --load-config {config_path} --out {ctx.out / 'stylized.splat'}"),
     ):
         ctx.console.print(f"[bold]{what}:[/bold]\n  {command}", soft_wrap=True, highlight=False)
