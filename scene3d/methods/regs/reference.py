@@ -11,7 +11,7 @@ given either as a training view (``--pipeline.reference-view frame_00003`` or ``
   ``data_config.json``) holding one nerfstudio frame: ``transform_matrix`` (4×4 camera-to-world, OpenGL axes, in the
   dataset's frame), ``fl_x``, ``fl_y``, ``cx``, ``cy``, ``w``, ``h``. The view need not be a training view.
 * ReGS's own ``ref_view.pth`` is a pickled graphdeco ``Camera`` object, which cannot be read safely (it needs
-  ``weights_only=False`` and graphdeco's classes); its folder is refused with a message naming ``camera.json``.
+  a full, code-running unpickle and graphdeco's classes); its folder is refused with a message naming ``camera.json``.
 
 Image conversions (documented, never silent about what they do):
 
