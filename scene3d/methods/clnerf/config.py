@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from nerfstudio.configs.base_config import MachineConfig
 from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
@@ -33,11 +32,6 @@ class CLNeRFAdamConfig(OptimizerConfig):
     """Adam's epsilon (official 1e-15)."""
 
 
-def _machine() -> MachineConfig:
-    """CUDA when this machine has a GPU, else the CPU (nerfstudio's default is CUDA only)."""
-    return MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu")
-
-
 def clnerf_config() -> S3DTrainerConfig:
     """Paper scale (official WAT settings): NGPGv2 with L=16, F=2, T=2^19, 64-wide MLPs, 48/16-d embeddings,
     128³ occupancy cascades, batch 8192, Adam lr 1e-2 annealed to lr/30, 20,000 steps per scan, generative replay,
@@ -51,7 +45,6 @@ def clnerf_config() -> S3DTrainerConfig:
         steps_per_eval_all_images=0,
         max_num_iterations=iterations,
         mixed_precision=False,
-        machine=_machine(),
         pipeline=CLNeRFPipelineConfig(
             datamanager=CLNeRFDataManagerConfig(dataparser=CLNeRFDataParserConfig(), train_num_rays_per_batch=8192),
             model=CLNeRFModelConfig(),
@@ -75,7 +68,6 @@ def clnerf_tiny_config() -> S3DTrainerConfig:
         steps_per_eval_all_images=0,
         max_num_iterations=iterations,
         mixed_precision=False,
-        machine=_machine(),
         pipeline=CLNeRFPipelineConfig(
             datamanager=CLNeRFDataManagerConfig(dataparser=CLNeRFDataParserConfig(), train_num_rays_per_batch=1024),
             model=CLNeRFModelConfig(

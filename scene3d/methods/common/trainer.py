@@ -31,7 +31,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from nerfstudio.engine.optimizers import Optimizers
 
-from nerfstudio.configs.base_config import ViewerConfig
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
@@ -42,6 +42,12 @@ from scene3d.core.errors import RunFolderError
 def local_viewer() -> ViewerConfig:
     """nerfstudio's viewer settings, bound to 127.0.0.1 rather than every interface (nerfstudio's 0.0.0.0)."""
     return ViewerConfig(websocket_host="127.0.0.1", num_rays_per_chunk=1 << 14)
+
+
+def local_machine() -> MachineConfig:
+    """nerfstudio's machine settings on this machine's device: CUDA when there is one, else the CPU (nerfstudio
+    defaults to CUDA, so on a CPU-only machine every ``ns-train`` would otherwise need ``--machine.device-type cpu``)."""
+    return MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu")
 
 
 @runtime_checkable
@@ -72,9 +78,11 @@ class WarmStart(Protocol):
 
 @dataclass
 class S3DTrainerConfig(TrainerConfig):
-    """nerfstudio's ``TrainerConfig`` with scene3d's trainer and a viewer bound to localhost."""
+    """nerfstudio's ``TrainerConfig`` with scene3d's trainer, this machine's device and a viewer bound to localhost."""
 
     _target: type = field(default_factory=lambda: S3DTrainer)
+    machine: MachineConfig = field(default_factory=local_machine)
+    """Device settings; the default is CUDA where present, else the CPU (``--machine.device-type`` overrides)."""
     viewer: ViewerConfig = field(default_factory=local_viewer)
     """Viewer settings; ``--viewer.websocket-host 0.0.0.0`` serves it to other machines."""
 

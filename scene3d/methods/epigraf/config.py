@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from nerfstudio.configs.base_config import MachineConfig
 from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
@@ -45,11 +44,6 @@ def _optimizers(g_lr: float, d_lr: float, r1_interval: int) -> dict:
     }
 
 
-def _machine() -> MachineConfig:
-    """CUDA when this machine has a GPU, else the CPU (nerfstudio's default is CUDA only)."""
-    return MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu")
-
-
 def epigraf_config() -> S3DTrainerConfig:
     """Paper scale: tri-plane 512²×32, r = 64, 48 + 48 samples, batch 64, the official lrs and schedules.
 
@@ -64,7 +58,6 @@ def epigraf_config() -> S3DTrainerConfig:
         steps_per_eval_all_images=0,
         max_num_iterations=781_250,
         mixed_precision=False,
-        machine=_machine(),
         pipeline=EpiGRAFPipelineConfig(
             datamanager=EpiGRAFDataManagerConfig(dataparser=EpiGRAFDataParserConfig(), images_per_batch=64),
             model=model,
@@ -97,7 +90,6 @@ def epigraf_tiny_config() -> S3DTrainerConfig:
         steps_per_eval_all_images=0,
         max_num_iterations=2000,
         mixed_precision=False,
-        machine=_machine(),
         pipeline=EpiGRAFPipelineConfig(
             datamanager=EpiGRAFDataManagerConfig(
                 dataparser=EpiGRAFDataParserConfig(), images_per_batch=16, num_workers=0

@@ -10,19 +10,12 @@
 
 from __future__ import annotations
 
-import torch
-from nerfstudio.configs.base_config import MachineConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from scene3d.methods.common.trainer import S3DTrainerConfig
 from scene3d.methods.regs.model import ReGSModelConfig
 from scene3d.methods.regs.pipeline import ReGSPipelineConfig
-
-
-def _machine() -> MachineConfig:
-    """CUDA when this machine has a GPU, else the CPU (nerfstudio's default is CUDA only)."""
-    return MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _optimizers() -> dict:
@@ -52,7 +45,6 @@ def regs_config() -> S3DTrainerConfig:
         steps_per_eval_all_images=0,
         max_num_iterations=3000,
         mixed_precision=False,
-        machine=_machine(),
         pipeline=ReGSPipelineConfig(model=ReGSModelConfig()),
         optimizers=_optimizers(),
         vis="viewer",
@@ -77,7 +69,6 @@ def regs_tiny_config() -> S3DTrainerConfig:
         steps_per_eval_all_images=0,
         max_num_iterations=TINY_STEPS,
         mixed_precision=False,
-        machine=_machine(),
         pipeline=ReGSPipelineConfig(
             model=ReGSModelConfig(),
             vgg="tiny-random",

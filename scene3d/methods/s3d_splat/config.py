@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from nerfstudio.configs.base_config import MachineConfig
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecayScheduler, ExponentialDecaySchedulerConfig
@@ -54,11 +53,6 @@ class FloatExponentialDecaySchedulerConfig(ExponentialDecaySchedulerConfig):
     _target: type = field(default_factory=lambda: FloatExponentialDecayScheduler)
 
 
-def _machine() -> MachineConfig:
-    """CUDA when this machine has a GPU, else the CPU (nerfstudio's default is CUDA only)."""
-    return MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _datamanager() -> FullImageDatamanagerConfig:
     # cache_images="gpu" means "on the training device" (also the CPU); nerfstudio's "cpu" pins memory, which
     # needs CUDA.
@@ -96,7 +90,6 @@ def s3d_splat_config() -> S3DTrainerConfig:
         steps_per_eval_all_images=1000,
         max_num_iterations=30000,
         mixed_precision=False,
-        machine=_machine(),
         pipeline=VanillaPipelineConfig(datamanager=_datamanager(), model=S3DSplatModelConfig()),
         optimizers=_optimizers(1.6e-4, 1.6e-6, 30000),
         vis="viewer",
@@ -128,7 +121,6 @@ def s3d_splat_tiny_config() -> S3DTrainerConfig:
         steps_per_eval_all_images=0,
         max_num_iterations=steps,
         mixed_precision=False,
-        machine=_machine(),
         pipeline=VanillaPipelineConfig(datamanager=_datamanager(), model=model),
         optimizers=_optimizers(1.6e-4 * 2, 1.6e-6 * 2, steps),
         vis="viewer",
