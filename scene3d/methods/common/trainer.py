@@ -19,11 +19,18 @@ chokes on) and reloads them with a bare ``torch.load``. :class:`S3DTrainer` chan
   scene box's centre (nerfstudio's default viewpoint assumes scenes scaled into [-1, 1]; scene3d keeps datasets in their own
   units, so that default can sit inside the scene);
 * on a CPU the viewer's "Max res" starts at 256 px rather than 512 (a quarter of the rays per frame), so frames
-  arrive in seconds while training shares the two cores; the slider still goes up to 2048.
+  arrive in seconds while training shares the two cores; the slider still goes up to 2048;
+* every method runs on this machine's device by default (CUDA if present, else the CPU; nerfstudio's is CUDA).
+
+Importing this module also hides the warnings that nerfstudio 1.1.5's own code triggers on current torch (list
+indexing in its cameras, ``torch.cuda.amp`` in its trainer and activations, ``float()`` of losses in its writer):
+they fill the start of every run, and a user can do nothing about them. The filter applies to warnings raised from
+nerfstudio's modules only.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -37,6 +44,14 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from scene3d.core.checkpoint import atomic_torch_save, checkpoint_steps, latest_checkpoint, load_checkpoint, to_plain
 from scene3d.core.errors import RunFolderError
+
+_NERFSTUDIO_ON_NEW_TORCH = (
+    "Using a non-tuple sequence for multidimensional indexing",  # cameras.py indexes with lists
+    "`torch.cuda.amp.",  # GradScaler in its trainer, custom_fwd/custom_bwd in its activations
+    "Converting a tensor with requires_grad=True to a scalar",  # its writer logs losses with float(tensor)
+)
+for _message in _NERFSTUDIO_ON_NEW_TORCH:
+    warnings.filterwarnings("ignore", message=_message, module=r"nerfstudio\.")
 
 
 def local_viewer() -> ViewerConfig:
