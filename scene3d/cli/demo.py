@@ -100,6 +100,7 @@ def train(ctx: DemoContext) -> None:
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from scene3d.methods.common.trainer import seed_everything
     from scene3d.methods.s3d_nerf.config import s3d_nerf_tiny_config
 
     cfg = s3d_nerf_tiny_config()
@@ -117,6 +118,7 @@ def train(ctx: DemoContext) -> None:
     cfg.save_config()
     ctx.config_path = cfg.get_base_dir() / "config.yml"
 
+    seed_everything(cfg.machine.seed)  # as ns-train does before setting up its trainer: the demo is reproducible
     trainer = cfg.setup(local_rank=0, world_size=1)
     with ctx.console.status("loading the dataset ..."):
         trainer.setup()

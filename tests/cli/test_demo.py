@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -41,12 +42,21 @@ def test_demo_runs_every_stage_and_prints_the_commands(
     assert f"ns-viewer --load-config {config} --viewer.websocket-host 127.0.0.1" in flat
     assert f"s3d export mesh --load-config {config} --out" in flat
     assert f"ns-render interpolate --load-config {config}" in flat
-    # a second run reuses the generated scene
+    # a second run reuses the generated scene, and trains to the same numbers (seeded as ns-train seeds)
     from rich.console import Console
 
     ctx = demo.DemoContext(out=out, args=demo.parse_args(argv[1:]), console=Console())
     demo.generate_data(ctx)
     assert ctx.data == out / "data" and "reusing the scene" in capsys.readouterr().out
+    ctx.out = tmp_path / "again"
+    try:
+        torch.set_num_threads(1)
+        demo.train(ctx)
+        demo.evaluate(ctx)
+    finally:
+        torch.set_num_threads(threads)
+    first = re.search(r"held-out views \(\d+\): PSNR (\d+\.\d\d) dB", flat)
+    assert first is not None and f"{ctx.metrics['psnr']:.2f}" == first.group(1)
 
 
 def test_thread_choice():

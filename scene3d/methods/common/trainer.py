@@ -54,6 +54,18 @@ for _message in _NERFSTUDIO_ON_NEW_TORCH:
     warnings.filterwarnings("ignore", message=_message, module=r"nerfstudio\.")
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators, as ``ns-train`` does before it sets up a trainer (the trainer
+    itself does not): code that builds a trainer from a config (the demo, benchmarks) calls this first."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def local_viewer() -> ViewerConfig:
     """nerfstudio's viewer settings, bound to 127.0.0.1 rather than every interface (nerfstudio's 0.0.0.0)."""
     return ViewerConfig(websocket_host="127.0.0.1", num_rays_per_chunk=1 << 14)

@@ -31,6 +31,7 @@ def stylize_stage(ctx: Any) -> None:
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
     from scene3d.export.splat import write_splats
+    from scene3d.methods.common.trainer import seed_everything
     from scene3d.methods.regs.evaluate import evaluate_pipeline
     from scene3d.methods.regs.run import regs_run_config, stylized_object_scene, train_splat_tiny
     from scene3d.methods.s3d_splat.splats import PARAM_NAMES
@@ -52,6 +53,7 @@ def stylize_stage(ctx: Any) -> None:
     )  # fmt: skip
     cfg.steps_per_eval_image = 10**9
     cfg.save_config()
+    seed_everything(cfg.machine.seed)
     trainer = cfg.setup(local_rank=0, world_size=1)
     with ctx.console.status("loading the splat run and pre-computing ReGS's targets ..."):
         trainer.setup()

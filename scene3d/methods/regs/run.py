@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scene3d.methods.common.trainer import S3DTrainer, S3DTrainerConfig
+from scene3d.methods.common.trainer import S3DTrainer, S3DTrainerConfig, seed_everything
 from scene3d.methods.regs.config import regs_config, regs_tiny_config
 from scene3d.methods.regs.evaluate import StylizationScores, evaluate_pipeline
 
@@ -113,6 +113,7 @@ def train_splat_tiny(
 def train(config: S3DTrainerConfig) -> S3DTrainer:
     """Set up and run the trainer (saves ``config.yml`` and checkpoints under the run folder); returns it."""
     config.save_config()
+    seed_everything(config.machine.seed)
     trainer = config.setup(local_rank=0, world_size=1)
     assert isinstance(trainer, S3DTrainer)
     trainer.setup()
