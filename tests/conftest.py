@@ -116,10 +116,54 @@ def scene_visible(
 
 
 class BrowserPage:
-    """A headless Chromium page and a way to wait until it shows a rendered scene."""
+    """A headless Chromium page, the servers it opens, and a way to wait until it shows a rendered scene."""
 
     def __init__(self, page) -> None:
         self.page = page
+
+    @staticmethod
+    def free_port() -> int:
+        """A TCP port on 127.0.0.1 that nothing listens on now."""
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    @staticmethod
+    def listening_hosts(pid: int, port: int) -> set[str]:
+        """The addresses on which process ``pid`` or one of its children listens on ``port`` (empty: none yet)."""
+        import psutil
+
+        hosts = set()
+        for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+            try:
+                for conn in proc.net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+                        hosts.add(conn.laddr.ip)
+            except psutil.Error:
+                pass
+        return hosts
+
+    def wait_until_listening(self, proc, port: int, *, timeout_s: float, log_path=None) -> set[str]:
+        """Wait until the subprocess ``proc`` (a viewer server) listens on ``port``; returns the addresses.
+
+        Raises AssertionError when the process exits first (with the end of ``log_path``) or after ``timeout_s``.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while not (hosts := self.listening_hosts(proc.pid, port)):
+            if proc.poll() is not None:
+                log = open(log_path).read()[-3000:] if log_path is not None else ""
+                raise AssertionError(f"the server process exited before listening on port {port}:\n{log}")
+            assert time.monotonic() < deadline, f"nothing listened on port {port} within {timeout_s:.0f} s"
+            time.sleep(0.5)
+        return hosts
+
+    def open(self, port: int) -> None:
+        """Load the viewer page served on 127.0.0.1:``port``."""
+        self.page.goto(f"http://127.0.0.1:{port}")
 
     def wait_for_scene(
         self, name: str, *, timeout_s: float = 120.0, region=(0.0, 0.0, 0.55, 1.0), colourful: float = 0.0

@@ -1,7 +1,6 @@
 """``s3d view``: asset loading, the viser camera convention, and the page in headless Chromium."""
 
 import math
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +11,6 @@ from scene3d.core.cameras import look_at
 from scene3d.export.splat import write_splats
 from scene3d.methods.s3d_splat.splats import init_from_points
 from scene3d.viewer.assets import AssetViewer, SplatScene, is_splat_ply, load_asset, render_splats, viser_camera_to_viewmat
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _splat_file(tmp_path: Path, suffix: str = ".ply") -> Path:
@@ -82,7 +75,7 @@ def test_render_splats_frames_the_blob(tmp_path: Path):
 @pytest.mark.parametrize("kind", ["splat", "mesh"])
 def test_view_in_browser(tmp_path: Path, browser, kind: str):
     path = _splat_file(tmp_path) if kind == "splat" else _mesh_file(tmp_path)
-    viewer = AssetViewer(path, port=_free_port(), max_res=256)
+    viewer = AssetViewer(path, port=browser.free_port(), max_res=256)
     viewer.start()
     try:
         browser.page.goto(f"http://127.0.0.1:{viewer.port}")

@@ -1,22 +1,15 @@
 """The browser harness itself: viser's page in headless Chromium shows what the server sends."""
 
-import socket
 
 import numpy as np
 import pytest
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.browser
 def test_viser_background_image_reaches_the_page(browser):
     import viser
 
-    port = _free_port()
+    port = browser.free_port()
     server = viser.ViserServer(host="127.0.0.1", port=port, verbose=False)
     try:
         img = np.zeros((120, 160, 3), np.uint8)

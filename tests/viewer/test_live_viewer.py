@@ -11,33 +11,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening_hosts(pid: int, port: int) -> set[str]:
-    import psutil
-
-    hosts = set()
-    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
-        try:
-            for conn in proc.net_connections(kind="tcp"):
-                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
-                    hosts.add(conn.laddr.ip)
-        except psutil.Error:
-            pass
-    return hosts
 
 
 def _logged_step(log: Path) -> int:
@@ -58,7 +37,7 @@ def viewer_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["s3d-nerf-tiny", "s3d-splat-tiny"])
 def test_live_viewer_shows_the_scene(viewer_scene: Path, tmp_path: Path, browser, method: str):
-    port = _free_port()
+    port = browser.free_port()
     cmd = [
         os.path.join(os.path.dirname(sys.executable), "ns-train"), method,
         "--data", str(viewer_scene), "--output-dir", str(tmp_path / "out"),
@@ -70,19 +49,16 @@ def test_live_viewer_shows_the_scene(viewer_scene: Path, tmp_path: Path, browser
     log = open(tmp_path / "train.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        while not _listening_hosts(proc.pid, port):
-            assert proc.poll() is None, f"ns-train exited early:\n{(tmp_path / 'train.log').read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "the viewer never started listening"
-            time.sleep(0.5)
-        assert _listening_hosts(proc.pid, port) == {"127.0.0.1"}, "the viewer must bind 127.0.0.1 by default"
+        hosts = browser.wait_until_listening(proc, port, timeout_s=180, log_path=tmp_path / "train.log")
+        assert hosts == {"127.0.0.1"}, "the viewer must bind 127.0.0.1 by default"
+        deadline = time.monotonic() + 300
         # connect once training is under way (a hundred steps, seconds on a CPU): a radiance field's first render
         # of an untrained, fully occupied grid is its slowest
         while _logged_step(tmp_path / "train.log") < 100:
             assert proc.poll() is None, f"ns-train exited early:\n{(tmp_path / 'train.log').read_text()[-3000:]}"
-            assert time.monotonic() < deadline + 120, "training did not reach step 100"
+            assert time.monotonic() < deadline, "training did not reach step 100"
             time.sleep(1.0)
-        browser.page.goto(f"http://127.0.0.1:{port}")
+        browser.open(port)
         verdict = browser.wait_for_scene(f"viewer/live_{method}.png", timeout_s=240, colourful=0.01)
         assert proc.poll() is None, "training stopped while the viewer was open"
         assert verdict

@@ -9,37 +9,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(pid: int, port: int) -> bool:
-    import psutil
-
-    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
-        try:
-            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in proc.net_connections(kind="tcp")):
-                return True
-        except psutil.Error:
-            pass
-    return False
-
-
 @pytest.mark.browser
 @pytest.mark.slow
 def test_viewer_shows_the_generator(collection_dir: Path, tmp_path: Path, browser):
-    port = _free_port()
+    port = browser.free_port()
     cmd = [
         os.path.join(os.path.dirname(sys.executable), "ns-train"), "epigraf-tiny",
         "--data", str(collection_dir), "--output-dir", str(tmp_path / "out"),
@@ -50,12 +30,8 @@ def test_viewer_shows_the_generator(collection_dir: Path, tmp_path: Path, browse
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
-        deadline = time.monotonic() + 180
-        while not _listening(proc.pid, port):
-            assert proc.poll() is None, f"ns-train exited early:\n{(tmp_path / 'train.log').read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "the viewer never started listening"
-            time.sleep(0.5)
-        browser.page.goto(f"http://127.0.0.1:{port}")
+        browser.wait_until_listening(proc, port, timeout_s=180, log_path=tmp_path / "train.log")
+        browser.open(port)
         verdict = browser.wait_for_scene("viewer/live_epigraf-tiny.png", timeout_s=180)
         assert proc.poll() is None, "training stopped while the viewer was open"
         # the control panel lists the model's seed and truncation controls

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,35 +17,13 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.data, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(pid: int, port: int) -> bool:
-    import psutil
-
-    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
-        try:
-            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in proc.net_connections(kind="tcp")):
-                return True
-        except psutil.Error:
-            pass
-    return False
-
-
 def _show(cmd: list[str], log_path: Path, port: int, browser, shot: str) -> None:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         try:
-            deadline = time.monotonic() + 240
-            while not _listening(proc.pid, port):
-                assert proc.poll() is None, f"{cmd[0]} exited early:\n{log_path.read_text()[-3000:]}"
-                assert time.monotonic() < deadline, "the viewer never started listening"
-                time.sleep(0.5)
-            browser.page.goto(f"http://127.0.0.1:{port}")
+            browser.wait_until_listening(proc, port, timeout_s=240, log_path=log_path)
+            browser.open(port)
             assert browser.wait_for_scene(shot, timeout_s=180)
             assert proc.poll() is None, "the process stopped while the viewer was open"
         finally:
@@ -60,7 +36,7 @@ def _bin(name: str) -> str:
 
 
 def test_viewer_shows_the_scene_while_regs_tiny_trains(stylized_scene: Path, splat_run: Path, tmp_path: Path, browser):
-    port = _free_port()
+    port = browser.free_port()
     cmd = [
         _bin("ns-train"), "regs-tiny", "--data", str(stylized_scene), "--output-dir", str(tmp_path / "out"),
         "--load-dir", str(splat_run), "--pipeline.reference-image", str(stylized_scene / "images_stylized" / "frame_00002.png"),
@@ -78,6 +54,6 @@ def test_ns_viewer_shows_a_finished_regs_run(stylized_scene: Path, splat_run: Pa
         tmp_path / "out", max_num_iterations=5, vis="quiet",
     )  # fmt: skip
     train(cfg)
-    port = _free_port()
+    port = browser.free_port()
     cmd = [_bin("ns-viewer"), "--load-config", str(cfg.get_base_dir() / "config.yml"), "--viewer.websocket-port", str(port)]
     _show(cmd, tmp_path / "viewer.log", port, browser, "regs/ns_viewer_regs_tiny.png")

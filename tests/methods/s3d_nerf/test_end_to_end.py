@@ -130,28 +130,17 @@ def test_paper_scale_constructs_and_runs_one_step_on_cpu(object_scene: Path):
 @pytest.mark.browser
 def test_ns_viewer_renders_the_run(trained, browser):
     """The real ``ns-viewer`` on the trained run, in headless Chromium: the page shows the rendered scene."""
-    import socket
     import subprocess
     import sys
-    import time
 
     cfg, _ = trained
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = browser.free_port()
     cmd = [sys.executable, "-m", "nerfstudio.scripts.viewer.run_viewer", "--load-config", str(cfg.get_base_dir() / "config.yml"),
            "--viewer.websocket-host", "127.0.0.1", "--viewer.websocket-port", str(port)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                browser.page.goto(f"http://127.0.0.1:{port}")
-                break
-            except Exception:  # the server is still starting
-                assert proc.poll() is None, "ns-viewer exited"
-                assert time.monotonic() < deadline, "ns-viewer did not start within 120 s"
-                browser.page.wait_for_timeout(1000)
+        browser.wait_until_listening(proc, port, timeout_s=120)
+        browser.open(port)
         verdict = browser.wait_for_scene("s3d_nerf/ns_viewer.png", timeout_s=180)
         assert "differ" in verdict
     finally:
