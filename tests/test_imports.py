@@ -14,6 +14,7 @@ REUSABLE = [
     "scene3d.fields.tensorf",
     "scene3d.renderers.gaussians",
     "scene3d.renderers.marching",
+    "scene3d.renderers.mesh",
     "scene3d.renderers.occupancy",
     "scene3d.renderers.triplane",
     "scene3d.renderers.volume",

@@ -122,6 +122,57 @@ def equirect_directions(width: int, height: int, device: torch.device | str = "c
     return torch.stack([x, y, z], dim=-1)
 
 
+def equirect_pixels(directions: Float[Tensor, "*batch 3"], width: int, height: int) -> Float[Tensor, "*batch 2"]:
+    """Continuous pixel coordinates ``(u, v)`` (``u`` right, ``v`` down) of camera-space directions in an
+    equirectangular panorama: the inverse of :func:`equirect_directions`.
+
+    Pixel ``(row, col)`` covers ``[col, col + 1) × [row, row + 1)``, its centre at ``+0.5``, so
+    ``equirect_pixels(equirect_directions(W, H), W, H)`` gives the pixel centres. Longitude
+    ``φ = atan2(x, −z) ∈ (−π, π]``, ``u = (φ + π) / 2π · W``; latitude ``θ = asin(y)``, ``v = (π/2 − θ) / π · H``.
+    Directions need not be unit; zero vectors map to the image centre.
+
+    Example:
+        >>> d = equirect_directions(8, 4)
+        >>> torch.allclose(equirect_pixels(d, 8, 4)[0, 0], torch.tensor([0.5, 0.5]), atol=1e-5)
+        True
+    """
+    d = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    lon = torch.atan2(d[..., 0], -d[..., 2])
+    lat = torch.asin(d[..., 1].clamp(-1.0, 1.0))
+    u = (lon + math.pi) / (2.0 * math.pi) * width
+    v = (math.pi / 2.0 - lat) / math.pi * height
+    return torch.stack([u, v], dim=-1)
+
+
+def equirect_rays(
+    c2w: Float[Tensor, "*batch 4 4"], width: int, height: int
+) -> tuple[Float[Tensor, "*batch H W 3"], Float[Tensor, "*batch H W 3"]]:
+    """World-space ray origins and unit directions of equirectangular panoramas centred at ``c2w``'s position:
+    :func:`equirect_directions` rotated by ``c2w`` (the panorama's middle column looks along the camera's −Z)."""
+    d_cam = equirect_directions(width, height, device=c2w.device).to(c2w.dtype)
+    rot = c2w[..., None, None, :3, :3]
+    directions = (rot @ d_cam[..., None])[..., 0]
+    origins = c2w[..., None, None, :3, 3].expand_as(directions)
+    return origins, directions
+
+
+def project_pinhole(
+    points: Float[Tensor, "*batch N 3"], c2w: Float[Tensor, "*batch 4 4"], K: Float[Tensor, "*batch 3 3"]
+) -> tuple[Float[Tensor, "*batch N 2"], Float[Tensor, "*batch N"]]:
+    """Pixel coordinates ``(u, v)`` (``u`` right, ``v`` down, pixel centres at ``+0.5``) of world points in pinhole
+    cameras, and their z-depth (positive in front of the camera): the inverse of :func:`pinhole_rays`.
+
+    Points at or behind the camera plane (``z ≤ 0``) get meaningless ``(u, v)``: test ``z > 0`` first.
+    """
+    rot = c2w[..., :3, :3]
+    cam = (points - c2w[..., None, :3, 3]) @ rot  # world -> camera: R^T (p - t), row vectors
+    z = -cam[..., 2]
+    safe = torch.where(z.abs() < 1e-12, torch.full_like(z, 1e-12), z)
+    u = K[..., None, 0, 0] * cam[..., 0] / safe + K[..., None, 0, 2]
+    v = -K[..., None, 1, 1] * cam[..., 1] / safe + K[..., None, 1, 2]
+    return torch.stack([u, v], dim=-1), z
+
+
 def fibonacci_sphere(n: int, *, min_elevation_deg: float = -90.0, max_elevation_deg: float = 90.0) -> Tensor:
     """``n`` nearly uniform unit vectors on a sphere band (z up), as an ``(n, 3)`` tensor; deterministic."""
     if n <= 0:

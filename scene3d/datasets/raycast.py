@@ -8,7 +8,8 @@ Colour images are anti-aliased with 2×2 ordered-grid supersampling (sub-pixel o
 [0, 1] before 8-bit rounding); depth, normals and masks come from the single pixel-centre ray, so they are exact
 samples at the pixel centre. Arithmetic is float32 (depth error ≪ the 1 mm of the depth PNGs).
 
-open3d is imported inside :class:`SceneRaycaster`, so importing this module stays light.
+The ray casting itself is :class:`scene3d.renderers.mesh.MeshRaycaster` (open3d's Embree ``RaycastingScene``, one
+geometry per object), which imports open3d on first use, so importing this module stays light.
 """
 
 from __future__ import annotations
@@ -74,26 +75,20 @@ class SceneRaycaster:
     """
 
     def __init__(self, scene: Scene) -> None:
-        import open3d as o3d
+        from scene3d.renderers.mesh import MeshRaycaster
 
         self.scene = scene
-        self._o3d = o3d
-        self._rc = o3d.t.geometry.RaycastingScene()
-        corner_normals, offsets = [], [0]
-        for index, obj in enumerate(scene.objects):
-            mesh = obj.world_mesh
-            gid = self._rc.add_triangles(
-                o3d.core.Tensor(mesh.vertices.astype(np.float32)), o3d.core.Tensor(mesh.faces.astype(np.uint32))
-            )
-            if gid != index:
-                raise RuntimeError(f"open3d gave geometry id {gid} to object {index}")
-            corner_normals.append(mesh.normals[mesh.faces])
-            offsets.append(offsets[-1] + len(mesh.faces))
+        meshes = [obj.world_mesh for obj in scene.objects]
+        self._rc = MeshRaycaster.from_parts(
+            [(torch.from_numpy(m.vertices.astype(np.float32)), torch.from_numpy(m.faces.astype(np.int64)))
+             for m in meshes],  # fmt: skip
+            backend="open3d",
+        )
+        corner_normals = [m.normals[m.faces] for m in meshes]
         corners = np.concatenate(corner_normals, axis=0)  # (F_total, 3 corners, 3)
         self._corner_normals = corners.astype(np.float32)
         # Faces whose three vertex normals agree are flat: their shading normal is the triangle normal.
         self._curved_face = np.abs(corners - corners.mean(axis=1, keepdims=True)).max(axis=(1, 2)) > 1e-6
-        self._face_offsets = np.asarray(offsets[:-1], dtype=np.int64)
         self._foreground = np.asarray([o.foreground for o in scene.objects], dtype=bool)
         self._background = np.asarray(scene.background_color, dtype=np.float32)
         # material tables indexed [stylized][object]
@@ -105,24 +100,25 @@ class SceneRaycaster:
     # ------------------------------------------------------------------ tracing
     def trace(self, origins: Float[np.ndarray, "N 3"], directions: Float[np.ndarray, "N 3"]) -> Hits:
         """First hits of rays with unit ``directions``."""
-        rays = np.concatenate([origins, directions], axis=-1, dtype=np.float32)
-        out = self._rc.cast_rays(self._o3d.core.Tensor(rays))
-        gid = out["geometry_ids"].numpy()
-        index = np.flatnonzero(gid != self._rc.INVALID_ID)
-        ids = gid[index].astype(np.int64)
-        t = out["t_hit"].numpy()[index]
-        d = rays[index, 3:]
-        points = rays[index, :3] + t[:, None] * d
-        geo = out["primitive_normals"].numpy()[index]
+        hits = self._rc.cast(
+            torch.from_numpy(np.ascontiguousarray(origins, np.float32)),
+            torch.from_numpy(np.ascontiguousarray(directions, np.float32)),
+        )
+        hit = hits.mask.numpy()
+        index = np.flatnonzero(hit)
+        face = hits.triangle.numpy()[index]
+        ids = self._rc.part_of(hits.triangle[hits.mask]).numpy()
+        t = hits.distance.numpy()[index]
+        d = hits.directions.numpy()[index]
+        points = hits.origins.numpy()[index] + t[:, None] * d
+        geo = hits.normals.numpy()[index]
         # One-sided surfaces (ground, walls) may be seen from behind: make the normals face the viewer.
         flip = np.where(np.einsum("mj,mj->m", geo, d) > 0, np.float32(-1), np.float32(1))[:, None]
         geo *= flip
         normals = geo.copy()
-        face = self._face_offsets[ids] + out["primitive_ids"].numpy()[index].astype(np.int64)
         curved = np.flatnonzero(self._curved_face[face])
         if len(curved):
-            uv = out["primitive_uvs"].numpy()[index[curved]]
-            bary = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], axis=-1)
+            bary = hits.barycentrics.numpy()[index[curved]]
             n = np.einsum("mk,mkj->mj", bary, self._corner_normals[face[curved]])
             n *= flip[curved] / np.linalg.norm(n, axis=-1, keepdims=True).clip(1e-12)
             # a shading normal that points away from the viewer (grazing hit on a coarse mesh): use the triangle's
@@ -130,7 +126,7 @@ class SceneRaycaster:
             n[behind] = geo[curved][behind]
             normals[curved] = n
         return Hits(
-            count=len(rays), index=index, t=t, object_ids=ids, points=points, normals=normals, geometric_normals=geo
+            count=len(hit), index=index, t=t, object_ids=ids, points=points, normals=normals, geometric_normals=geo
         )
 
     def _light_visibility(self, hits: Hits) -> tuple[Float[np.ndarray, "M 3"], Bool[np.ndarray, " M"]]:
@@ -147,8 +143,11 @@ class SceneRaycaster:
             tfar = 1.0  # the direction's length is the unit: stop at the light
         if not len(start):
             return np.zeros((0, 3), np.float32), np.zeros(0, dtype=bool)
-        rays = np.concatenate([start, span], axis=-1, dtype=np.float32)
-        occluded = self._rc.test_occlusions(self._o3d.core.Tensor(rays), tfar=tfar).numpy()
+        occluded = self._rc.occluded(
+            torch.from_numpy(np.ascontiguousarray(start, np.float32)),
+            torch.from_numpy(np.ascontiguousarray(span, np.float32)),
+            t_far=tfar,
+        ).numpy()
         return np.ascontiguousarray(to_light), ~occluded
 
     # ------------------------------------------------------------------ shading
