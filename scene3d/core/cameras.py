@@ -16,6 +16,8 @@ Example:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -185,3 +187,169 @@ def fibonacci_sphere(n: int, *, min_elevation_deg: float = -90.0, max_elevation_
     theta = golden * i
     r = torch.sqrt((1.0 - z * z).clamp_min(0.0))
     return torch.stack([r * torch.cos(theta), r * torch.sin(theta), z], dim=-1).float()
+
+
+CameraModel = Literal["pinhole", "equirectangular"]
+"""The projection of a :class:`CameraBatch`: ``pinhole`` (intrinsics ``K``) or ``equirectangular`` (a full panorama,
+longitude across the width, latitude down the height; see :func:`equirect_directions`)."""
+
+
+@dataclass(frozen=True, eq=False)
+class CameraBatch:
+    """The cameras a prior operation is asked about: one per image of the batch, all of one size and projection.
+
+    Generation methods pass their cameras to every prior operation (``cameras=``); real and ``tiny-random`` models
+    ignore them, the ``groundtruth:`` twins answer from the scene at exactly these cameras. Poses use scene3d's
+    convention everywhere: OpenGL camera-to-world (+X right, +Y up, looking along −Z), world up +Z.
+
+    Attributes:
+        c2w: camera-to-world matrices ``[B, 4, 4]``.
+        K: pinhole intrinsics ``[B, 3, 3]`` in pixels of a ``width`` × ``height`` image (pixel centres at +0.5);
+            ``None`` for equirectangular cameras.
+        width: image width in pixels.
+        height: image height in pixels.
+        model: ``"pinhole"`` or ``"equirectangular"`` (then ``width`` is normally ``2 · height``).
+
+    Example:
+        >>> c2w = look_at(torch.tensor([0.0, -3.0, 1.0]), torch.zeros(3))
+        >>> cams = CameraBatch.from_fov(c2w, 50.0, 64, 48)
+        >>> len(cams), tuple(cams.K.shape), cams.scaled(32, 24).K[0, 0, 0].item() == cams.K[0, 0, 0].item() / 2
+        (1, (1, 3, 3), True)
+        >>> pano = CameraBatch.equirectangular(c2w, 128, 64)
+        >>> tuple(pano.rays()[1].shape)
+        (1, 64, 128, 3)
+    """
+
+    c2w: Float[Tensor, "B 4 4"]
+    K: Float[Tensor, "B 3 3"] | None
+    width: int
+    height: int
+    model: CameraModel = "pinhole"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.c2w, Tensor) or self.c2w.ndim != 3 or tuple(self.c2w.shape[1:]) != (4, 4):
+            shape = tuple(self.c2w.shape) if isinstance(self.c2w, Tensor) else type(self.c2w).__name__
+            raise ValueError(f"c2w must have shape (B, 4, 4), got {shape}")
+        if self.c2w.shape[0] == 0:
+            raise ValueError("a CameraBatch needs at least one camera, got c2w of shape (0, 4, 4)")
+        if not bool(torch.isfinite(self.c2w).all()):
+            raise ValueError("c2w must be finite, got non-finite values")
+        if isinstance(self.width, bool) or isinstance(self.height, bool) or not (
+            isinstance(self.width, int) and isinstance(self.height, int) and self.width > 0 and self.height > 0
+        ):
+            raise ValueError(f"width and height must be positive integers, got {self.width!r} x {self.height!r}")
+        if self.model not in ("pinhole", "equirectangular"):
+            raise ValueError(f"model must be 'pinhole' or 'equirectangular', got {self.model!r}")
+        if self.model == "pinhole":
+            if self.K is None:
+                raise ValueError("a pinhole CameraBatch needs K of shape (B, 3, 3), got None")
+            if self.K.ndim != 3 or tuple(self.K.shape) != (self.c2w.shape[0], 3, 3):
+                raise ValueError(f"K must have shape ({self.c2w.shape[0]}, 3, 3) to match c2w, got {tuple(self.K.shape)}")
+            if self.K.device != self.c2w.device:
+                raise ValueError(f"K and c2w must be on one device, got {self.K.device} and {self.c2w.device}")
+        elif self.K is not None:
+            raise ValueError(f"an equirectangular CameraBatch has no intrinsics: K must be None, got {tuple(self.K.shape)}")
+
+    # ------------------------------------------------------------------------------------------- constructors
+    @classmethod
+    def pinhole(
+        cls, c2w: Float[Tensor, "*batch 4 4"], K: Float[Tensor, "*kbatch 3 3"], width: int, height: int
+    ) -> CameraBatch:
+        """Pinhole cameras; ``c2w`` ``[4, 4]`` or ``[B, 4, 4]``, ``K`` ``[3, 3]`` (shared) or ``[B, 3, 3]``."""
+        c2w = c2w.reshape(-1, 4, 4) if c2w.ndim == 2 else c2w
+        K = K.to(c2w).expand(c2w.shape[0], 3, 3).clone() if K.ndim == 2 else K.to(c2w)
+        return cls(c2w=c2w, K=K, width=width, height=height, model="pinhole")
+
+    @classmethod
+    def from_fov(cls, c2w: Float[Tensor, "*batch 4 4"], fov_y_deg: float, width: int, height: int) -> CameraBatch:
+        """Pinhole cameras with a vertical field of view and the principal point at the image centre."""
+        return cls.pinhole(c2w, intrinsics_from_fov(fov_y_deg, width, height), width, height)
+
+    @classmethod
+    def equirectangular(cls, c2w: Float[Tensor, "*batch 4 4"], width: int, height: int) -> CameraBatch:
+        """Equirectangular panoramas centred at ``c2w``'s position (its −Z is the middle column, +Y up)."""
+        c2w = c2w.reshape(-1, 4, 4) if c2w.ndim == 2 else c2w
+        return cls(c2w=c2w, K=None, width=width, height=height, model="equirectangular")
+
+    @staticmethod
+    def cat(batches: list[CameraBatch]) -> CameraBatch:
+        """One batch from several of the same size and model."""
+        if not batches:
+            raise ValueError("cat needs at least one CameraBatch")
+        first = batches[0]
+        for other in batches[1:]:
+            if (other.width, other.height, other.model) != (first.width, first.height, first.model):
+                raise ValueError(
+                    f"cat needs cameras of one size and model, got {first.width}x{first.height} {first.model} and "
+                    f"{other.width}x{other.height} {other.model}"
+                )
+        K = None if first.K is None else torch.cat([b.K for b in batches])  # type: ignore[misc]
+        return CameraBatch(torch.cat([b.c2w for b in batches]), K, first.width, first.height, first.model)
+
+    # ------------------------------------------------------------------------------------------- batch
+    def __len__(self) -> int:
+        return int(self.c2w.shape[0])
+
+    def __getitem__(self, index: int | slice | Tensor | list[int]) -> CameraBatch:
+        """A sub-batch (an integer index keeps the batch dimension: a batch of one)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return CameraBatch(
+            self.c2w[index], None if self.K is None else self.K[index], self.width, self.height, self.model
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.c2w.device
+
+    @property
+    def centers(self) -> Float[Tensor, "B 3"]:
+        """Camera positions in the world."""
+        return self.c2w[:, :3, 3]
+
+    def to(self, device: torch.device | str) -> CameraBatch:
+        return CameraBatch(
+            self.c2w.to(device), None if self.K is None else self.K.to(device), self.width, self.height, self.model
+        )
+
+    def repeat_interleave(self, n: int) -> CameraBatch:
+        """Each camera repeated ``n`` times (camera-major), matching ``PromptEmbeddings.repeat`` and the ``B·k``
+        candidates of ``num_images_per_prompt``."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        K = None if self.K is None else self.K.repeat_interleave(n, 0)
+        return CameraBatch(self.c2w.repeat_interleave(n, 0), K, self.width, self.height, self.model)
+
+    def expand_to(self, batch: int) -> CameraBatch:
+        """These cameras for a batch of ``batch`` images: as they are (``len == batch``), one camera repeated
+        (``len == 1``), or each camera repeated ``batch / len`` times (``k`` candidates per camera).
+
+        Raises:
+            ValueError: when ``batch`` is not a multiple of ``len(self)``.
+        """
+        n = len(self)
+        if batch == n:
+            return self
+        if batch % n:
+            raise ValueError(f"cameras hold {n} cameras, which cannot serve a batch of {batch} images")
+        return self.repeat_interleave(batch // n)
+
+    def scaled(self, width: int, height: int) -> CameraBatch:
+        """The same cameras imaging ``width`` × ``height`` pixels (intrinsics scaled per axis; a panorama just
+        changes its resolution)."""
+        if self.K is None:
+            return CameraBatch(self.c2w, None, width, height, self.model)
+        K = self.K.clone()
+        K[:, 0] *= width / self.width
+        K[:, 1] *= height / self.height
+        return CameraBatch(self.c2w, K, width, height, self.model)
+
+    def rays(self) -> tuple[Float[Tensor, "B H W 3"], Float[Tensor, "B H W 3"]]:
+        """World-space origins and unit directions of every pixel centre."""
+        if self.model == "pinhole":
+            assert self.K is not None
+            return pinhole_rays(self.c2w, self.K, self.width, self.height)
+        d_cam = equirect_directions(self.width, self.height, self.device).to(self.c2w.dtype)
+        directions = torch.einsum("bij,hwj->bhwi", self.c2w[:, :3, :3], d_cam)
+        origins = self.c2w[:, None, None, :3, 3].expand_as(directions)
+        return origins, directions

@@ -21,6 +21,9 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from scene3d.core.cameras import CameraBatch
+from scene3d.priors.diffusion import check_cameras
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -88,8 +91,15 @@ class CLIPSimilarity:
             self._text_cache.update(zip(missing, emb))
         return torch.stack([self._text_cache[t] for t in texts])
 
-    def image_text_similarity(self, images: Float[Tensor, "B 3 H W"], texts: str | list[str]) -> Float[Tensor, "B T"]:
-        """``cos(E_img(image_b), E_txt(text_t))`` for every pair."""
+    def image_text_similarity(
+        self, images: Float[Tensor, "B 3 H W"], texts: str | list[str], *, cameras: CameraBatch | None = None
+    ) -> Float[Tensor, "B T"]:
+        """``cos(E_img(image_b), E_txt(text_t))`` for every pair.
+
+        ``cameras`` (one per image) are ignored by CLIP; methods pass them so that the ``groundtruth:`` twin can
+        compare each image with its scene seen from that camera.
+        """
+        check_cameras(cameras, images.shape[0])
         texts = [texts] if isinstance(texts, str) else texts
         return self.encode_images(images) @ self.encode_texts(texts).T
 
@@ -99,6 +109,8 @@ class CLIPSimilarity:
         """``cos(E_img(image_b), E_img(reference_r))`` for every pair (Text2NeRF ranks inpainting candidates by it)."""
         return self.encode_images(images) @ self.encode_images(references).T
 
-    def text_loss(self, images: Float[Tensor, "B 3 H W"], text: str) -> Float[Tensor, ""]:
+    def text_loss(
+        self, images: Float[Tensor, "B 3 H W"], text: str, *, cameras: CameraBatch | None = None
+    ) -> Float[Tensor, ""]:
         """``mean_b (1 − cos(image_b, text))``: Blended-NeRF's ``L_CLIP = 1 − logit/100``."""
-        return (1.0 - self.image_text_similarity(images, text)[:, 0]).mean()
+        return (1.0 - self.image_text_similarity(images, text, cameras=cameras)[:, 0]).mean()

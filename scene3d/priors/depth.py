@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from scene3d.core.cameras import CameraBatch
+from scene3d.priors.diffusion import check_cameras
+
 
 @dataclass
 class DepthAlignment:
@@ -121,13 +124,17 @@ class DepthEstimator:
         k = self.multiple_of
         return max(k, round(height * scale / k) * k), max(k, round(width * scale / k) * k)
 
-    def __call__(self, images: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 1 H W"]:
+    def __call__(
+        self, images: Float[Tensor, "B 3 H W"], *, cameras: CameraBatch | None = None
+    ) -> Float[Tensor, "B 1 H W"]:
         """Relative depth or disparity (see :attr:`output`) at the input resolution, for images in ``[0, 1]``.
 
-        Differentiable with respect to ``images`` (bicubic resizing, no PIL round trip).
+        Differentiable with respect to ``images`` (bicubic resizing, no PIL round trip). ``cameras`` (one per image)
+        are ignored by the network; methods pass them so that the ``groundtruth:`` twin can answer.
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+        check_cameras(cameras, images.shape[0])
         h, w = images.shape[-2:]
         param = next(self.model.parameters())
         x = F.interpolate(images.to(param.device, torch.float32), size=self.network_size(h, w), mode="bicubic",

@@ -32,6 +32,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from scene3d.core.cameras import CameraBatch
 from scene3d.priors.text import PromptEmbeddings, TextEmbedder
 
 
@@ -68,6 +69,18 @@ class InpaintInput:
     """1 where content is generated, 0 where it is kept, at latent resolution."""
     masked_image_latents: Float[Tensor, "B C h w"]
     """Latents of the image with the masked region set to 0 (grey in ``[0, 1]`` terms)."""
+
+
+def check_cameras(cameras: CameraBatch | None, batch: int) -> None:
+    """Raise ``ValueError`` unless ``cameras`` is ``None`` or can serve ``batch`` images (see
+    :meth:`~scene3d.core.cameras.CameraBatch.expand_to`): a real model ignores cameras, but a method that passes the
+    wrong ones fails here on a ``tiny-random`` run already, not first on a ``groundtruth:`` one."""
+    if cameras is None:
+        return
+    if not isinstance(cameras, CameraBatch):
+        raise ValueError(f"cameras must be a scene3d.core.cameras.CameraBatch or None, got {type(cameras).__name__}")
+    if batch % len(cameras):
+        raise ValueError(f"cameras hold {len(cameras)} cameras, which cannot serve a batch of {batch} images")
 
 
 class StableDiffusionPrior:
@@ -192,6 +205,7 @@ class StableDiffusionPrior:
         control: ControlInput | None = None,
         inpaint: InpaintInput | None = None,
         class_labels: Tensor | None = None,
+        cameras: CameraBatch | None = None,
     ) -> NoisePrediction:
         """``ε̂(x_t; y)`` with classifier-free guidance, in one batched UNet call.
 
@@ -204,8 +218,12 @@ class StableDiffusionPrior:
             inpaint: mask and masked-image latents for a 9-channel inpainting UNet.
             class_labels: ``[B, ·]`` extra conditioning summed into the time embedding (the VSD camera pathway,
                 see :mod:`scene3d.priors.lora`).
+            cameras: the camera of each latent (1 or ``B``, or ``B/k`` for ``k`` candidates per camera). A real model
+                ignores them; the ``groundtruth:`` twin predicts from the scene at these cameras. Methods always
+                pass them.
         """
         b = latents.shape[0]
+        check_cameras(cameras, b)
         if embeddings.cond.shape[0] not in (1, b):
             raise ValueError(f"embeddings must hold 1 or {b} prompts, got {embeddings.cond.shape[0]}")
         if self.is_inpainting and inpaint is None:

@@ -34,7 +34,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from scene3d.priors.diffusion import ControlInput, StableDiffusionPrior
+from scene3d.core.cameras import CameraBatch
+from scene3d.priors.diffusion import ControlInput, StableDiffusionPrior, check_cameras
 from scene3d.priors.lora import VariationalScore
 from scene3d.priors.text import PromptEmbeddings
 
@@ -142,7 +143,7 @@ class _Noised:
 def _noise_latents(
     prior: StableDiffusionPrior,
     latents: Tensor,
-    timesteps: Tensor | None,
+    timesteps: Tensor | int | None,
     noise: Tensor | None,
     schedule: TimestepSchedule | None,
     step: int,
@@ -187,6 +188,7 @@ def sds(
     generator: torch.Generator | None = None,
     grad_clip: float | None = None,
     control: ControlInput | None = None,
+    cameras: CameraBatch | None = None,
 ) -> DistillationOutput:
     """Score Distillation Sampling (DreamFusion, Poole et al. 2023, Eq. 3)::
 
@@ -201,10 +203,13 @@ def sds(
         weighting: ``w(t)`` (see :func:`timestep_weight`).
         grad_clip: clamp ``G`` elementwise (threestudio's ``grad_clip``).
         control: ControlNet conditioning for the pretrained prediction.
+        cameras: the camera of each render (passed to :meth:`StableDiffusionPrior.predict_noise`; real models
+            ignore them, the ``groundtruth:`` twin's x̂₀ is its scene seen from them).
     """
+    check_cameras(cameras, latents.shape[0])
     noised = _noise_latents(prior, latents, timesteps, noise, schedule, step, weighting, generator)
     with torch.no_grad():
-        eps = prior.predict_noise(noised.x_t, noised.t, embeddings, guidance_scale, control=control).eps
+        eps = prior.predict_noise(noised.x_t, noised.t, embeddings, guidance_scale, control=control, cameras=cameras).eps
     return _output(latents, noised.w * (eps - noised.noise), noised, eps, grad_clip)
 
 
@@ -213,7 +218,7 @@ def vsd(
     variational: VariationalScore,
     latents: Float[Tensor, "B C h w"],
     embeddings: PromptEmbeddings,
-    cameras: Float[Tensor, "B 4 4"] | None,
+    cameras: CameraBatch | Float[Tensor, "B 4 4"] | None,
     *,
     guidance_scale: float = 7.5,
     lora_guidance_scale: float = 1.0,
@@ -231,10 +236,15 @@ def vsd(
 
     ε_ψ is ``variational`` (LoRA + camera ``c``), evaluated with ``lora_guidance_scale`` (1 in ProlificDreamer).
     Train it between steps with ``variational.diffusion_loss(latents.detach(), embeddings, cameras)``.
+
+    ``cameras``: a :class:`~scene3d.core.cameras.CameraBatch` (its ``c2w`` conditions ε_ψ and the whole batch goes
+    to the prior, as in :func:`sds`) or, as before, bare ``[B, 4, 4]`` camera-to-world matrices.
     """
+    batch = cameras if isinstance(cameras, CameraBatch) else None
+    check_cameras(batch, latents.shape[0])
     noised = _noise_latents(prior, latents, timesteps, noise, schedule, step, weighting, generator)
     with torch.no_grad():
-        eps = prior.predict_noise(noised.x_t, noised.t, embeddings, guidance_scale).eps
+        eps = prior.predict_noise(noised.x_t, noised.t, embeddings, guidance_scale, cameras=batch).eps
         eps_var = variational.predict_noise(noised.x_t, noised.t, embeddings, cameras, lora_guidance_scale)
     return _output(latents, noised.w * (eps - eps_var), noised, eps, grad_clip)
 
@@ -244,7 +254,7 @@ def dsd(
     variational: VariationalScore | None,
     latents: Float[Tensor, "B C h w"],
     embeddings: PromptEmbeddings,
-    cameras: Float[Tensor, "B 4 4"] | None,
+    cameras: CameraBatch | Float[Tensor, "B 4 4"] | None,
     *,
     cfg_weight: float = 7.5,
     variational_weight: float = 1.0,
@@ -279,14 +289,17 @@ def dsd(
         variational: ε_ψ; required unless ``variational_weight == 0``.
         cfg_weight: ``λ_cfg``.
         variational_weight: ``λ_var`` in ``[0, 1]``.
+        cameras: a :class:`~scene3d.core.cameras.CameraBatch` or bare ``[B, 4, 4]`` matrices (see :func:`vsd`).
     """
     if not 0.0 <= variational_weight <= 1.0:
         raise ValueError(f"variational_weight must be in [0, 1], got {variational_weight}")
     if variational_weight > 0 and variational is None:
         raise ValueError("variational_weight > 0 needs a VariationalScore (the LoRA model ε_ψ)")
+    batch = cameras if isinstance(cameras, CameraBatch) else None
+    check_cameras(batch, latents.shape[0])
     noised = _noise_latents(prior, latents, timesteps, noise, schedule, step, weighting, generator)
     with torch.no_grad():
-        pred = prior.predict_noise(noised.x_t, noised.t, embeddings, 1.0 + cfg_weight)
+        pred = prior.predict_noise(noised.x_t, noised.t, embeddings, 1.0 + cfg_weight, cameras=batch)
         reference = noised.noise
         if variational_weight > 0:
             eps_var = variational.predict_noise(noised.x_t, noised.t, embeddings, cameras)  # type: ignore[union-attr]

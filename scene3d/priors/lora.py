@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from scene3d.core.cameras import CameraBatch
 from scene3d.priors.diffusion import StableDiffusionPrior
 from scene3d.priors.text import PromptEmbeddings
 
@@ -151,9 +152,11 @@ class VariationalScore:
         self.prior = prior
         self.adapter = adapter
 
-    def _cameras(self, cameras: Tensor | None, batch: int) -> Tensor | None:
+    def _cameras(self, cameras: CameraBatch | Tensor | None, batch: int) -> Tensor | None:
         if self.adapter.camera is None:
             return None
+        if isinstance(cameras, CameraBatch):
+            cameras = cameras.expand_to(batch).c2w
         if cameras is None or cameras.shape[0] != batch:
             raise ValueError(f"cameras must hold {batch} camera-to-world matrices, got "
                              f"{None if cameras is None else tuple(cameras.shape)}")
@@ -164,7 +167,7 @@ class VariationalScore:
         latents: Float[Tensor, "B C h w"],
         timesteps: Tensor | int,
         embeddings: PromptEmbeddings,
-        cameras: Float[Tensor, "B 4 4"] | None,
+        cameras: CameraBatch | Float[Tensor, "B 4 4"] | None,
         guidance_scale: float = 1.0,
     ) -> Float[Tensor, "B C h w"]:
         """ε_ψ (fp32), with CFG ``guidance_scale`` (ProlificDreamer evaluates it at 1, the conditional branch)."""
@@ -172,13 +175,14 @@ class VariationalScore:
             return self.prior.predict_noise(
                 latents, timesteps, embeddings, guidance_scale,
                 class_labels=self._cameras(cameras, latents.shape[0]),
+                cameras=cameras if isinstance(cameras, CameraBatch) else None,
             ).eps
 
     def diffusion_loss(
         self,
         latents: Float[Tensor, "B C h w"],
         embeddings: PromptEmbeddings,
-        cameras: Float[Tensor, "B 4 4"] | None,
+        cameras: CameraBatch | Float[Tensor, "B 4 4"] | None,
         *,
         generator: torch.Generator | None = None,
         uncond_probability: float = 0.1,

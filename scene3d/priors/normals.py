@@ -25,6 +25,9 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from scene3d.core.cameras import CameraBatch
+from scene3d.priors.diffusion import check_cameras
+
 
 class NormalEstimator:
     """Marigold normals with injected components.
@@ -84,11 +87,20 @@ class NormalEstimator:
 
     @torch.no_grad()
     def __call__(
-        self, images: Float[Tensor, "B 3 H W"], *, generator: torch.Generator | None = None
+        self,
+        images: Float[Tensor, "B 3 H W"],
+        *,
+        generator: torch.Generator | None = None,
+        cameras: CameraBatch | None = None,
     ) -> Float[Tensor, "B 3 H W"]:
-        """Unit normals of images in ``[0, 1]`` at their resolution (not differentiable: a target for a loss)."""
+        """Unit normals of images in ``[0, 1]`` at their resolution (not differentiable: a target for a loss).
+
+        ``cameras`` (one per image) are ignored by the network; methods pass them so that the ``groundtruth:`` twin
+        can answer.
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+        check_cameras(cameras, images.shape[0])
         h, w = images.shape[-2:]
         dtype = next(self.unet.parameters()).dtype
         x = F.interpolate(images.to(self.device, torch.float32), size=self.processing_size(h, w), mode="bilinear",

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from scene3d.priors.diffusion import ControlInput, InpaintInput, StableDiffusionPrior
+from scene3d.core.cameras import CameraBatch
+from scene3d.priors.diffusion import ControlInput, InpaintInput, StableDiffusionPrior, check_cameras
 from scene3d.priors.text import PromptEmbeddings
 
 StepHook = Callable[[int, Tensor, Tensor], Tensor | None]
@@ -69,6 +70,7 @@ def denoise(
     inpaint: InpaintInput | None = None,
     blend: tuple[Float[Tensor, "B 1 h w"], Float[Tensor, "B C h w"], Float[Tensor, "B C h w"]] | None = None,
     on_step: StepHook | None = None,
+    cameras: CameraBatch | None = None,
 ) -> Float[Tensor, "B C h w"]:
     """Run the scheduler's reverse process from ``scheduler.timesteps[start_index]`` to the end.
 
@@ -85,7 +87,9 @@ def denoise(
         blend: ``(mask, known_latents, noise)``: after each step, keep ``known_latents`` noised to the next
             timestep where ``mask`` is 0 (mask-blend inpainting with a plain UNet).
         on_step: hook called before each step's noise prediction (see :data:`StepHook`).
+        cameras: the camera of each image (passed to :meth:`StableDiffusionPrior.predict_noise`).
     """
+    check_cameras(cameras, latents.shape[0])
     scheduler = prior.scheduler
     scheduler.set_timesteps(num_inference_steps, device=prior.device)
     timesteps = scheduler.timesteps[start_index:]
@@ -100,7 +104,9 @@ def denoise(
             latents = latents if replaced is None else replaced
         with torch.no_grad():
             model_in = scheduler.scale_model_input(latents, t)
-            pred = prior.predict_noise(model_in, t, embeddings, guidance_scale, control=control, inpaint=inpaint)
+            pred = prior.predict_noise(
+                model_in, t, embeddings, guidance_scale, control=control, inpaint=inpaint, cameras=cameras
+            )
         latents = scheduler.step(pred.raw, t, latents, **step_kwargs).prev_sample.float()
         if blend is not None:
             mask, known, noise = blend
@@ -142,14 +148,18 @@ def text_to_image(
     control: ControlInput | None = None,
     latents: Float[Tensor, "B C h w"] | None = None,
     on_step: StepHook | None = None,
+    cameras: CameraBatch | None = None,
 ) -> SamplingOutput:
     """Sample images from text (SD; with ``control`` it is ControlNet-conditioned generation).
 
-    ``latents`` (unit Gaussian) replaces the generator's initial noise, e.g. DDIM-inverted latents.
+    ``latents`` (unit Gaussian) replaces the generator's initial noise, e.g. DDIM-inverted latents. ``cameras``
+    (one per prompt, or one per image) are where the images are seen from: real models ignore them, methods
+    always pass them (the ``groundtruth:`` twin renders its scene there).
     """
     _check_size(prior, height, width)
     emb = _embeddings(prior, prompts, negative_prompt, num_images_per_prompt)
     b = len(emb)
+    check_cameras(cameras, b)
     _check_control(control, b, height, width)
     f = prior.vae_scale_factor
     shape = (b, prior.latent_channels, height // f, width // f)
@@ -157,7 +167,7 @@ def text_to_image(
     prior.scheduler.set_timesteps(num_inference_steps, device=prior.device)
     init = init * prior.scheduler.init_noise_sigma
     z = denoise(prior, init, emb, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                generator=generator, control=control, on_step=on_step)
+                generator=generator, control=control, on_step=on_step, cameras=cameras)
     return SamplingOutput(_decode(prior, z), z)
 
 
@@ -172,11 +182,12 @@ def image_to_image(
     guidance_scale: float = 7.5,
     generator: torch.Generator | None = None,
     control: ControlInput | None = None,
+    cameras: CameraBatch | None = None,
 ) -> SamplingOutput:
     """SDEdit (Meng et al. 2022): noise the image's latents to ``strength·T`` and denoise them under the prompt.
 
     ``strength`` 0 returns the input (up to the VAE), 1 ignores it. Follows diffusers' img2img pipeline: the
-    first ``(1 − strength)`` of the timesteps are skipped.
+    first ``(1 − strength)`` of the timesteps are skipped. ``cameras``: one per image (see :func:`text_to_image`).
     """
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
@@ -184,6 +195,7 @@ def image_to_image(
     _check_size(prior, h, w)
     emb = _embeddings(prior, prompts, negative_prompt, 1)
     _check_control(control, images.shape[0], h, w)
+    check_cameras(cameras, images.shape[0])
     with torch.no_grad():
         init = prior.encode_images(images, generator=generator, sample=True)
     scheduler = prior.scheduler
@@ -192,7 +204,7 @@ def image_to_image(
     t_start = scheduler.timesteps[start : start + 1].expand(init.shape[0])
     noisy = scheduler.add_noise(init, _noise(tuple(init.shape), generator, prior.device), t_start)
     z = denoise(prior, noisy, emb, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                start_index=start, generator=generator, control=control)
+                start_index=start, generator=generator, control=control, cameras=cameras)
     return SamplingOutput(_decode(prior, z), z)
 
 
@@ -214,6 +226,7 @@ def inpaint(
     num_images_per_prompt: int = 1,
     generator: torch.Generator | None = None,
     keep_unmasked: bool = True,
+    cameras: CameraBatch | None = None,
 ) -> SamplingOutput:
     """Fill the masked region (mask 1) of ``images`` under the prompt.
 
@@ -225,6 +238,7 @@ def inpaint(
             is an inpainting prior, else ``blend``.
         num_images_per_prompt: candidates per input image (Text2NeRF draws 20 and keeps the best by CLIP).
         keep_unmasked: paste the input pixels back outside the mask after decoding.
+        cameras: one per input image (the ``k`` candidates of an image share its camera); see :func:`text_to_image`.
     """
     if mask.shape[0] != images.shape[0] or mask.shape[-2:] != images.shape[-2:] or mask.shape[1] != 1:
         raise ValueError(f"mask must have shape (B, 1, H, W) matching images {tuple(images.shape)}, got {tuple(mask.shape)}")
@@ -236,6 +250,7 @@ def inpaint(
     h, w = images.shape[-2:]
     _check_size(prior, h, w)
     k, b = num_images_per_prompt, images.shape[0]
+    check_cameras(cameras, b)
     images_k, mask_k = images.repeat_interleave(k, 0), (mask >= 0.5).float().repeat_interleave(k, 0)
     emb = _embeddings(prior, prompts, negative_prompt, 1)
     if len(emb) not in (1, b):
@@ -252,11 +267,11 @@ def inpaint(
             masked = images_k * (1.0 - mask_k) + 0.5 * mask_k
             extra = InpaintInput(m_lat, prior.encode_images(masked))
             z = denoise(prior, init, emb, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                        generator=generator, inpaint=extra)
+                        generator=generator, inpaint=extra, cameras=cameras)
         else:
             known = prior.encode_images(images_k)
             z = denoise(prior, init, emb, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                        generator=generator, blend=(m_lat, known, noise))
+                        generator=generator, blend=(m_lat, known, noise), cameras=cameras)
     out = _decode(prior, z)
     if keep_unmasked:
         out = mask_k.to(out.device) * out + (1.0 - mask_k.to(out.device)) * images_k.to(out.device)
