@@ -15,6 +15,9 @@ chokes on) and reloads them with a bare ``torch.load``. :class:`S3DTrainer` chan
   ``--load-dir``) may define ``warm_start(state, path)`` (see :class:`WarmStart`): when it takes the checkpoint,
   training starts at step 0 with fresh optimizers instead of resuming;
 * ``--load-dir`` may name the run folder itself (the one holding ``nerfstudio_models/``);
+* a pipeline that keeps files of its own in the run folder (the generated views of a generation method) may
+  define ``attach_run_folder(run_dir, resumed_run_dir)`` (see :class:`RunFolderAware`): it is told the run folder,
+  and the folder of the run being resumed, before any checkpoint is loaded;
 * a browser that connects to the live viewer starts a little behind the first training camera, looking at the
   scene box's centre (nerfstudio's default viewpoint assumes scenes scaled into [-1, 1]; scene3d keeps datasets in their own
   units, so that default can sit inside the scene);
@@ -103,6 +106,18 @@ class WarmStart(Protocol):
     def warm_start(self, state: dict, path: Path) -> bool: ...
 
 
+@runtime_checkable
+class RunFolderAware(Protocol):
+    """A pipeline that writes files of its own into the run folder and reads them back on resume.
+
+    ``attach_run_folder`` is called once, before the checkpoint (if any) is loaded, with this run's folder and the
+    folder of the run that ``--load-dir`` / ``--load-checkpoint`` resumes (``None`` for a fresh run; the same folder
+    when the resumed run had the same timestamp). The resumed run's folder must only be read.
+    """
+
+    def attach_run_folder(self, run_dir: Path, resumed_run_dir: Path | None) -> None: ...
+
+
 @dataclass
 class S3DTrainerConfig(TrainerConfig):
     """nerfstudio's ``TrainerConfig`` with scene3d's trainer, this machine's device and a viewer bound to localhost."""
@@ -176,6 +191,12 @@ class S3DTrainer(Trainer):
         load_dir, load_file = self.config.load_dir, self.config.load_checkpoint
         if load_dir is not None and (Path(load_dir) / "nerfstudio_models").is_dir():
             load_dir = Path(load_dir) / "nerfstudio_models"
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        if isinstance(pipeline, RunFolderAware):
+            resumed = Path(load_dir).parent if load_dir is not None else None
+            if resumed is None and load_file is not None:
+                resumed = Path(load_file).parent.parent
+            pipeline.attach_run_folder(Path(self.base_dir), resumed)
         if load_dir is not None:
             if self.config.load_step is None:
                 load_path = latest_checkpoint(load_dir)
@@ -191,7 +212,6 @@ class S3DTrainer(Trainer):
             CONSOLE.print("No checkpoint to load, so training from scratch.")
             return
         state = load_checkpoint(load_path)
-        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
         if isinstance(pipeline, WarmStart) and pipeline.warm_start(state, load_path):
             CONSOLE.print(f"Started a new run from {load_path} (its step {state['step']}).")
             return
