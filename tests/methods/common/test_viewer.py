@@ -80,14 +80,3 @@ def test_views_and_status_reach_a_live_viser_server(caplog):
     finally:
         server.stop()
 
-
-def test_pinhole_cameras_make_the_rays_of_scene3d_cameras():
-    from scene3d.core.cameras import pinhole_rays
-    from scene3d.methods.common.cameras import pinhole_cameras
-
-    c2w = look_at(torch.tensor([[0.0, -3.0, 1.0], [2.0, 1.0, 0.5]]), torch.zeros(2, 3))
-    cams = pinhole_cameras(c2w, K, 64, 48)
-    bundle = cams.generate_rays(camera_indices=1)
-    origins, directions = pinhole_rays(c2w[1], K, 64, 48)
-    assert torch.allclose(bundle.directions, directions, atol=1e-5)
-    assert torch.allclose(bundle.origins, origins, atol=1e-6)
