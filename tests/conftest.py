@@ -1,7 +1,9 @@
 """Test configuration: markers (defined here only), offline settings, shared tiny fixtures.
 
 Markers:
-    gpu      needs a CUDA device; skipped without one.
+    gpu      needs a CUDA device; skipped without one. ``@pytest.mark.gpu(backends=("tinycudann",))`` names the CUDA
+             libraries under test: on a machine with CUDA, a test whose library is missing fails (it never skips),
+             so a GPU run cannot pass by testing nothing.
     slow     an end-to-end run (training through nerfstudio, a benchmark-sized case); still part of `make test`.
     browser  drives headless Chromium (Debian's /usr/bin/chromium through Python playwright).
     data     needs the synthetic scene generator's system libraries (open3d, which needs libusb-1.0).
@@ -32,7 +34,9 @@ CHROMIUM = os.environ.get("SCENE3D_CHROMIUM", "/usr/bin/chromium")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one")
+    config.addinivalue_line(
+        "markers", "gpu(backends=()): needs a CUDA device (skipped without one); fails if CUDA is present and a backend is missing"
+    )
     config.addinivalue_line("markers", "slow: end-to-end or benchmark-sized; part of the full suite")
     config.addinivalue_line("markers", "browser: drives headless Chromium through playwright")
     config.addinivalue_line("markers", "data: needs the synthetic scene generator's system libraries (open3d)")
@@ -56,9 +60,37 @@ def _data_missing() -> str | None:
     return None
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("gpu") and not torch.cuda.is_available():
+GPU_BACKEND_INSTALL = {
+    "tinycudann": "pip install git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch (README: CUDA)",
+    "nerfacc": "pip install nerfacc==0.5.2 (a dependency of scene3d)",
+    "gsplat": "pip install gsplat==1.4.0 (a dependency of scene3d)",
+}
+
+
+def gpu_backend_problem(module: str) -> str | None:
+    """Why the CUDA library ``module`` cannot be tested here (it does not import), or ``None``."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        return f"{module} does not import ({err}); install: {GPU_BACKEND_INSTALL.get(module, module)}"
+    return None
+
+
+def _check_gpu(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("gpu")
+    if marker is None:
+        return
+    if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
+    problems = [p for m in marker.kwargs.get("backends", ()) if (p := gpu_backend_problem(m)) is not None]
+    if problems:
+        pytest.fail("[gpu] CUDA is present but a backend under test is missing: " + "; ".join(problems), pytrace=False)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _check_gpu(item)
     for marker, check in (("browser", _browser_missing), ("data", _data_missing)):
         if item.get_closest_marker(marker):
             reason = check()

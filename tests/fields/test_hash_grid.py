@@ -127,10 +127,8 @@ def test_clnerf_configuration_builds_and_runs():
     assert enc(torch.rand(64, 3)).shape == (64, 32)
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu(backends=("tinycudann",))
 def test_tcnn_matches_torch_twin():
-    tcnn = pytest.importorskip("tinycudann")
-    del tcnn
     enc = HashGridEncoding(n_levels=8, log2_hashmap_size=15, base_resolution=16, max_resolution=512,
                            backend="cuda-lib").cuda()
     with torch.no_grad():

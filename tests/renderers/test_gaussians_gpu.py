@@ -27,7 +27,7 @@ def _run(scene, backend, size, **kw):
     return rgb.detach(), alpha.detach(), grads, meta
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu(backends=("gsplat",))
 @pytest.mark.parametrize(
     "kw",
     [
@@ -67,14 +67,14 @@ def test_torch_path_matches_gsplat_on_cuda(kw):
         assert float(rel) < 1e-2
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu(backends=("gsplat",))
 def test_auto_backend_uses_gsplat_on_cuda():
     scene = _scene(None, n=50)
     _, _, meta = rasterize(**scene, width=32, height=32)
     assert meta.backend == "cuda-lib" and "isect_ids" in meta
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu(backends=("gsplat",))
 def test_relocation_twin_matches_gsplat_kernel():
     from gsplat.relocation import compute_relocation
 

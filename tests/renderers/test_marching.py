@@ -66,9 +66,8 @@ def test_empty_grid_shows_the_background_and_crop_bounds_apply():
     assert bool((empty.depth == 0).all()) and bool((empty.opacity == 0).all())
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu(backends=("nerfacc",))
 def test_nerfacc_backend_renders_what_the_torch_path_renders_on_cuda():
-    pytest.importorskip("nerfacc")
     field = blob_field().cuda()
     grid = OccupancyGrid(BOX.reshape(-1), resolution=16).cuda()
     grid.update(0, lambda x: field.density(x) * 0.02)

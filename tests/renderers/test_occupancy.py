@@ -139,9 +139,8 @@ def test_capped_alpha_threshold_keeps_a_uniform_young_field():
     assert len(samples) > 50
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu(backends=("nerfacc",))
 def test_nerfacc_marching_matches_torch_twin():
-    pytest.importorskip("nerfacc")
     grid = random_grid(res=(32, 32, 16), levels=2, p=0.2).cuda()
     o, d = random_rays(2000, seed=5)
     o, d = o.cuda(), d.cuda()

@@ -29,9 +29,8 @@ def test_visibility_drops_occluded_and_transparent_samples():
     assert keep.tolist() == [False, True, True, True, False, True, False, True]
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu(backends=("nerfacc",))
 def test_nerfacc_compositing_matches_torch_twin():
-    pytest.importorskip("nerfacc")
     counts = torch.randint(0, 40, (3000,))
     ray_indices = torch.repeat_interleave(torch.arange(3000), counts).cuda()
     alphas = torch.rand(int(counts.sum()), device="cuda", requires_grad=True)
