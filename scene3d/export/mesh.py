@@ -11,7 +11,8 @@ of the training views), so the mesh sits where the renders put the surface. Vert
 own frame (the dataparser's transform and scale undone).
 
 Formats (trimesh): ``.ply`` binary with per-vertex RGBA, ``.obj`` with per-vertex colours (``v x y z r g b``,
-read by MeshLab and Blender), ``.glb`` with a ``COLOR_0`` attribute.
+read by MeshLab and Blender), ``.glb`` with a ``COLOR_0`` attribute, turned to glTF's +Y up (``(x, y, z) →
+(x, z, −y)``; ``s3d view`` turns it back).
 
 Works for any model with ``field`` (a :class:`~scene3d.fields.radiance.RadianceField`), ``occupancy_grid`` and
 ``render(origins, directions, background)`` (s3d-nerf; methods built on it).
@@ -30,6 +31,7 @@ import torch
 from torch import Tensor
 
 from scene3d.core.checkpoint import atomic_write
+from scene3d.export.textured import Z_UP_TO_Y_UP_MATRIX
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +192,8 @@ def write_mesh(mesh: Mesh, path: str | Path) -> Path:
         raise ValueError(f"mesh file must end in one of {FORMATS}, got {path.name!r}")
     alpha = np.full((len(mesh.colors), 1), 255, dtype=np.uint8)
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=np.hstack([mesh.colors, alpha]), process=False)
+    if suffix == ".glb":  # glTF is +Y up (scene3d.export.textured writes its GLBs the same way)
+        tm.apply_transform(Z_UP_TO_Y_UP_MATRIX)
     data = tm.export(file_type=suffix[1:], include_color=True) if suffix == ".obj" else tm.export(file_type=suffix[1:])
     blob = data.encode("utf-8") if isinstance(data, str) else data
     atomic_write(path, lambda f: f.write(blob))

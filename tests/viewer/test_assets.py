@@ -31,6 +31,20 @@ def _mesh_file(tmp_path: Path) -> Path:
     return path
 
 
+def _textured_glb(tmp_path: Path) -> Path:
+    """A box with a bright checkerboard texture, written by scene3d's GLB writer (+Y up on disk)."""
+    import trimesh
+
+    from scene3d.export.textured import TexturedMesh, write_textured_mesh
+
+    box = trimesh.creation.box(extents=(1.0, 0.6, 0.4)).unwrap()  # per-corner UVs from xatlas
+    checker = (np.indices((8, 8)).sum(0) % 2).astype(bool)
+    texture = np.where(checker[..., None], np.array([230, 40, 40], np.uint8), np.array([40, 200, 60], np.uint8))
+    mesh = TexturedMesh(np.asarray(box.vertices, np.float32), np.asarray(box.faces), np.asarray(box.visual.uv, np.float32),
+                        np.ascontiguousarray(texture.repeat(8, 0).repeat(8, 1)))  # fmt: skip
+    return write_textured_mesh(mesh, tmp_path / "box.glb")[0]
+
+
 def _quat_from_matrix(m: np.ndarray) -> np.ndarray:
     w = math.sqrt(max(0.0, 1 + m[0, 0] + m[1, 1] + m[2, 2])) / 2
     return np.array([w, (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w)])
@@ -52,6 +66,9 @@ def test_load_asset_tells_splats_from_meshes(tmp_path: Path):
     assert isinstance(load_asset(splat_ply), SplatScene) and load_asset(splat_ply).sh_degree == 1
     assert isinstance(load_asset(splat_bin), SplatScene) and load_asset(splat_bin).sh_degree == 0
     assert len(load_asset(mesh_ply).faces) == 12
+    glb = load_asset(_textured_glb(tmp_path))  # glTF's +Y up turned back to +Z up: the box's 0.4 m side is up
+    np.testing.assert_allclose(glb.extents, [1.0, 0.6, 0.4], atol=1e-6)
+    assert glb.visual.material.baseColorTexture is not None
     with pytest.raises(FileNotFoundError):
         load_asset(tmp_path / "missing.ply")
     (tmp_path / "notes.txt").write_text("x")
@@ -72,9 +89,9 @@ def test_render_splats_frames_the_blob(tmp_path: Path):
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("kind", ["splat", "mesh"])
+@pytest.mark.parametrize("kind", ["splat", "mesh", "textured"])
 def test_view_in_browser(tmp_path: Path, browser, kind: str):
-    path = _splat_file(tmp_path) if kind == "splat" else _mesh_file(tmp_path)
+    path = {"splat": _splat_file, "mesh": _mesh_file, "textured": _textured_glb}[kind](tmp_path)
     viewer = AssetViewer(path, port=browser.free_port(), max_res=256)
     viewer.start()
     try:
