@@ -32,6 +32,7 @@ from torch import Tensor
 
 from scene3d.core.checkpoint import atomic_write
 from scene3d.export.textured import Z_UP_TO_Y_UP_MATRIX
+from scene3d.renderers import isosurface
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +53,9 @@ class Mesh:
 
 def grid_shape(aabb: Tensor, resolution: int) -> tuple[int, int, int]:
     """Samples per axis: ``resolution`` along the longest side of the box, the same spacing on the others."""
-    extent = (aabb[1] - aabb[0]).tolist()
-    step = max(extent) / (resolution - 1)
-    return tuple(max(2, int(round(e / step)) + 1) for e in extent)  # type: ignore[return-value]
+    return isosurface.grid_shape(aabb[0], aabb[1], resolution)
 
 
-@torch.no_grad()
 def density_grid(
     density_fn: Callable[[Tensor], Tensor],
     aabb: Tensor,
@@ -70,34 +68,17 @@ def density_grid(
 
     ``occupied_fn`` (e.g. an occupancy grid's ``query``) skips points it marks empty (σ = 0 there).
     """
-    axes = [torch.linspace(float(aabb[0, i]), float(aabb[1, i]), shape[i], device=aabb.device) for i in range(3)]
-    points = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
-    sigma = torch.zeros(points.shape[0], device=aabb.device)
-    for start in range(0, points.shape[0], chunk):
-        part = points[start : start + chunk]
-        if occupied_fn is None:
-            sigma[start : start + chunk] = density_fn(part)
-        else:
-            keep = occupied_fn(part)
-            if bool(keep.any()):
-                sigma[start : start + chunk][keep] = density_fn(part[keep])
-    return sigma.reshape(shape).cpu().numpy().astype(np.float32)
+    return isosurface.sample_grid(density_fn, aabb[0], aabb[1], shape, skip_fn=occupied_fn, fill=0.0, chunk=chunk)
 
 
 def marching_cubes(sigma: np.ndarray, aabb: Tensor, level: float) -> tuple[np.ndarray, np.ndarray]:
     """World-space vertices and outward-wound faces of the ``σ = level`` surface of a :func:`density_grid`."""
-    from skimage.measure import marching_cubes as skimage_marching_cubes
-
     if not float(sigma.min()) < level < float(sigma.max()):
         raise ValueError(
             f"threshold {level:.4g} is outside the density range [{sigma.min():.4g}, {sigma.max():.4g}]: no surface "
             "(train longer, or pass another --threshold)"
         )
-    lo, hi = aabb[0].cpu().numpy(), aabb[1].cpu().numpy()
-    spacing = tuple(float(s) for s in (hi - lo) / (np.asarray(sigma.shape) - 1))
-    verts, faces, _, _ = skimage_marching_cubes(sigma, level=level, spacing=spacing)
-    # on an (x, y, z) grid with increasing axes, scikit-image winds the faces of a "high inside" field inward
-    return (verts + lo).astype(np.float32), faces[:, ::-1].astype(np.int64).copy()
+    return isosurface.marching_cubes(sigma, aabb[0], aabb[1], level, inside="high")
 
 
 @torch.no_grad()

@@ -101,3 +101,18 @@ def test_tensorf_encoding_reads_planes_and_lines():
     assert enc.planes.grad is not None and enc.lines.grad is not None
     field = RadianceField(BOX, TensorVMEncoding(components=4, resolution=16))
     assert field.density(torch.zeros(3, 3)).shape == (3,)
+
+
+def test_density_blob_makes_a_dense_ball_at_the_box_centre():
+    from scene3d.fields.hash_grid import HashGridEncoding
+    from scene3d.fields.radiance import RadianceField
+
+    box = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    enc = HashGridEncoding(n_levels=2, log2_hashmap_size=10, base_resolution=4, max_resolution=8, backend="torch")
+    field = RadianceField(box, enc, density_hidden=8, color_hidden=8, density_blob_scale=10.0, density_blob_std=0.5)
+    plain = RadianceField(box, enc, density_hidden=8, color_hidden=8)
+    plain.load_state_dict(field.state_dict())
+    points = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.9, 0.0, 0.0]])
+    ratio = field.density(points) / plain.density(points)
+    # exp(a (1 − r/std)): e^10 at the centre, 1 on the blob's radius, below 1 outside
+    torch.testing.assert_close(ratio, torch.exp(10.0 * (1.0 - points[:, 0] / 0.5)), rtol=1e-4, atol=0)
