@@ -54,6 +54,14 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from scene3d.core.cameras import project_pinhole
+from scene3d.renderers.mesh import face_normals
+
+__all__ = [
+    "MeshEdges", "MeshFragments", "antialias", "face_adjacency", "face_normals", "fragments_from_hits", "interpolate",
+    "mesh_edges", "project", "ray_triangle_hits", "vertex_normals",
+]  # fmt: skip
+
 
 def ray_triangle_hits(
     origins: Float[Tensor, "R 3"],
@@ -96,19 +104,16 @@ def interpolate(
     triangle_ids: Int[Tensor, "*batch"],
     barycentrics: Float[Tensor, "*batch 3"],
 ) -> Float[Tensor, "*batch A"]:
-    """``Σ_k b_k a_{f_k}`` per pixel; zero where ``triangle_ids < 0`` (a miss)."""
+    """``Σ_k b_k a_{f_k}`` per pixel; zero where ``triangle_ids < 0`` (a miss).
+
+    The differentiable counterpart of :func:`scene3d.renderers.mesh.interpolate` (which reads a cast's own
+    barycentrics and per-corner values): here the barycentrics are the ones recomputed by :func:`ray_triangle_hits`.
+    """
     hit = triangle_ids >= 0
     ids = triangle_ids.clamp_min(0)
     corner = attributes[faces[ids]]  # (*batch, 3, A)
     out = (barycentrics[..., None] * corner).sum(-2)
     return out * hit[..., None].to(out.dtype)
-
-
-def face_normals(vertices: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"]) -> Float[Tensor, "F 3"]:
-    """Unit normals of counter-clockwise triangles."""
-    tri = vertices[faces]
-    n = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
-    return torch.nn.functional.normalize(n, dim=-1, eps=1e-12)
 
 
 def vertex_normals(vertices: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"]) -> Float[Tensor, "V 3"]:
@@ -143,15 +148,9 @@ def face_adjacency(faces: Int[Tensor, "F 3"]) -> Int[Tensor, "F 3"]:
 def project(
     points: Float[Tensor, "V 3"], c2w: Float[Tensor, "C 4 4"], K: Float[Tensor, "C 3 3"]
 ) -> tuple[Float[Tensor, "C V 2"], Float[Tensor, "C V"]]:
-    """Pixel coordinates (pixel centres at ``+0.5``, y down) and positive depths of world points in pinhole
-    cameras with OpenGL axes (the inverse of :func:`scene3d.core.cameras.pinhole_rays`)."""
-    rot = c2w[:, :3, :3]
-    cam = torch.einsum("cji,cvj->cvi", rot, points[None] - c2w[:, None, :3, 3])  # R^T (p − o)
-    depth = -cam[..., 2]
-    z = depth.clamp_min(1e-8)
-    u = K[:, None, 0, 2] + K[:, None, 0, 0] * cam[..., 0] / z
-    v = K[:, None, 1, 2] - K[:, None, 1, 1] * cam[..., 1] / z
-    return torch.stack([u, v], dim=-1), depth
+    """Pixel coordinates and z-depths of one set of world points in every camera
+    (:func:`scene3d.core.cameras.project_pinhole`, the inverse of ``pinhole_rays``)."""
+    return project_pinhole(points[None].expand(c2w.shape[0], -1, -1), c2w, K)
 
 
 def front_facing(

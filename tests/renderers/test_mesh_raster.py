@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from scene3d.core.cameras import intrinsics_from_fov, look_at, pinhole_rays
+from scene3d.renderers.mesh import MeshRaycaster
 from scene3d.renderers.mesh_raster import (
     antialias,
     mesh_edges,
@@ -24,15 +24,7 @@ pytestmark = pytest.mark.data  # visibility comes from open3d's raycaster
 
 
 def _triangle_ids(vertices: torch.Tensor, faces: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-    import open3d as o3d
-
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(vertices.detach().float().numpy()), o3d.core.Tensor(faces.numpy().astype(np.uint32)))
-    rays = torch.cat([origins, directions], -1).reshape(-1, 6).float().numpy()
-    out = scene.cast_rays(o3d.core.Tensor(rays))
-    ids = out["primitive_ids"].numpy().astype(np.int64)
-    ids[out["geometry_ids"].numpy() == scene.INVALID_ID] = -1
-    return torch.from_numpy(ids).reshape(origins.shape[:-1])
+    return MeshRaycaster(vertices.detach().float(), faces, backend="open3d").cast(origins.float(), directions.float()).triangle
 
 
 def _cameras(width: int = 24):

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from scene3d.renderers.mesh_raster import face_adjacency, face_normals
+from scene3d.renderers.mesh import face_normals
+from scene3d.renderers.mesh_raster import face_adjacency
 
 
 def reference_rgb_loss(
