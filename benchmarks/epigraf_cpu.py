@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from scene3d.core.cameras import pinhole_rays
 from scene3d.methods.epigraf.gan import Views, render_patches
 from scene3d.methods.epigraf.patches import PatchParams
-from scene3d.methods.epigraf.rendering import camera_angles, orbit_c2w
+from scene3d.core.cameras import camera_angles, orbit_c2w
 
 # ------------------------------------------------------------------------------------------------------- SWD
 

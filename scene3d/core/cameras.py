@@ -353,3 +353,27 @@ class CameraBatch:
         directions = torch.einsum("bij,hwj->bhwi", self.c2w[:, :3, :3], d_cam)
         origins = self.c2w[:, None, None, :3, 3].expand_as(directions)
         return origins, directions
+
+
+def camera_angles(c2w: Float[Tensor, "B 4 4"]) -> Float[Tensor, "B 2"]:
+    """(yaw, pitch) of cameras orbiting the origin, world up +Z: the inverse of :func:`orbit_c2w`'s placement.
+
+    ``pitch = arccos(z / |p|) ∈ [0, π]`` (0 looks down from the top), ``yaw = atan2(−y, x) ∈ (−π, π]``.
+    """
+    p = c2w[:, :3, 3]
+    r = p.norm(dim=-1).clamp_min(1e-9)
+    pitch = torch.arccos((p[:, 2] / r).clamp(-1.0, 1.0))
+    yaw = torch.atan2(-p[:, 1], p[:, 0])
+    return torch.stack([yaw, pitch], dim=-1)
+
+
+def orbit_c2w(yaw: Float[Tensor, " B"], pitch: Float[Tensor, " B"], radius: float | Float[Tensor, " B"]) -> Float[Tensor, "B 4 4"]:
+    """Camera-to-world (OpenGL axes, world up +Z) of cameras at (yaw, pitch) on a sphere, looking at the origin.
+
+    This is EpiGRAF's official ``compute_cam2world_matrix`` (world up +Y, position ``r (sinφ cosθ, cosφ, sinφ sinθ)``)
+    rotated into scene3d's +Z-up world by ``(x, y, z) → (x, −z, y)``.
+    """
+    pitch = pitch.clamp(1e-5, torch.pi - 1e-5)
+    eye = torch.stack([torch.sin(pitch) * torch.cos(yaw), -torch.sin(pitch) * torch.sin(yaw), torch.cos(pitch)], dim=-1)
+    eye = eye * (radius if isinstance(radius, float) else radius[:, None])
+    return look_at(eye, torch.zeros_like(eye))

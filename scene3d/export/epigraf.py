@@ -29,7 +29,7 @@ import torch
 from scene3d.core.cameras import pinhole_rays
 from scene3d.core.checkpoint import latest_checkpoint, load_checkpoint
 from scene3d.core.errors import RunFolderError
-from scene3d.methods.epigraf.rendering import ray_cube_bounds, render_rays
+from scene3d.renderers.hierarchical import ray_cube_bounds, render_rays
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def load_run(config_path: str | Path, *, data: str | Path | None = None, device:
 def surface_threshold(model, planes: torch.Tensor, *, views: int = 8, size: int = 32) -> float:  # noqa: ANN001
     """The median density at the rendered surface: expected ray-termination points of the opaque pixels
     (opacity > 0.5) of ``views`` orbit views, so the iso-surface passes where the renders put the surface."""
-    from scene3d.methods.epigraf.rendering import camera_angles, orbit_c2w
+    from scene3d.core.cameras import camera_angles, orbit_c2w
 
     info = model.kwargs["metadata"]["epigraf"]
     K = info.intrinsics[0].clone()
@@ -186,7 +186,7 @@ def turntable(
     model, seed: int, *, truncation_psi: float = 0.7, frames: int = 60, size: int | None = None  # noqa: ANN001
 ) -> np.ndarray:
     """``(frames, H, W, 3)`` uint8 views of instance ``seed`` orbiting at the dataset's mean distance and pitch."""
-    from scene3d.methods.epigraf.rendering import camera_angles, orbit_c2w
+    from scene3d.core.cameras import camera_angles, orbit_c2w
 
     info = model.kwargs["metadata"]["epigraf"]
     size = size or info.resolution

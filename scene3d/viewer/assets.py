@@ -124,7 +124,7 @@ def render_splats(
     background: tuple[float, float, float] = (0.0, 0.0, 0.0),
 ) -> np.ndarray:
     """One ``(H, W, 3)`` uint8 frame of ``scene`` from a world-to-camera matrix and a vertical field of view."""
-    from scene3d.methods.s3d_splat.splats import render
+    from scene3d.renderers.splats import render
 
     focal = 0.5 * height / math.tan(fov_y / 2)
     K = torch.tensor([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from scene3d.export.splat import ply_bytes, read_ply, read_splat, write_splats
-from scene3d.methods.s3d_splat.splats import render
+from scene3d.renderers.splats import render
 from scene3d.renderers.gaussians_project import rgb_to_sh
 
 

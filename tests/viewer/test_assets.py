@@ -9,7 +9,7 @@ import torch
 
 from scene3d.core.cameras import look_at
 from scene3d.export.splat import write_splats
-from scene3d.methods.s3d_splat.splats import init_from_points
+from scene3d.renderers.splats import init_from_points
 from scene3d.viewer.assets import AssetViewer, SplatScene, is_splat_ply, load_asset, render_splats, viser_camera_to_viewmat
 
 

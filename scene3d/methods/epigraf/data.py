@@ -41,7 +41,7 @@ from torch import Tensor
 
 from scene3d.core.cameras import intrinsics_from_fov
 from scene3d.core.errors import DataError
-from scene3d.methods.epigraf.rendering import orbit_c2w
+from scene3d.core.cameras import orbit_c2w
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 

@@ -28,7 +28,7 @@ from torch.nn import Parameter
 from scene3d.core.errors import DataError
 from scene3d.methods.epigraf.data import ImageCollection, read_collection
 from scene3d.methods.epigraf.gan import Views
-from scene3d.methods.epigraf.rendering import camera_angles
+from scene3d.core.cameras import camera_angles
 
 MIRROR_WORLD = torch.diag(torch.tensor([1.0, -1.0, 1.0, 1.0]))
 MIRROR_CAMERA = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))

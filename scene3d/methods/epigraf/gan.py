@@ -22,7 +22,7 @@ from scene3d.methods.epigraf.discriminator import PatchDiscriminator
 from scene3d.methods.epigraf.generator import NoiseMode, TriPlaneGenerator
 from scene3d.methods.epigraf.layers import gaussian_blur2d
 from scene3d.methods.epigraf.patches import PatchParams, patch_intrinsics
-from scene3d.methods.epigraf.rendering import RayRender, RaySettings, render_rays
+from scene3d.renderers.hierarchical import RayRender, RaySettings, render_rays
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ Follows the official ``networks_epigraf.py`` (``Generator``, ``SynthesisNetwork`
 ``T`` whose RGB-like output has ``3·C`` channels (three ``C``-channel planes, fp32); features of a 3D point are
 the mean of its three bilinear plane look-ups (:func:`scene3d.renderers.triplane.sample_triplane`), decoded by an
 MLP (2 layers, 64 hidden units at paper scale) into raw RGB and raw density. There is no view dependence. Rendering
-the field is :mod:`scene3d.methods.epigraf.rendering`.
+the field is :mod:`scene3d.renderers.hierarchical`.
 
 Example:
     >>> import torch

@@ -37,7 +37,7 @@ from scene3d.methods.epigraf.gan import (
 )
 from scene3d.methods.epigraf.generator import TriPlaneGenerator
 from scene3d.methods.epigraf.patches import PatchParams, PatchScaleSchedule, extract_patches, linear_schedule
-from scene3d.methods.epigraf.rendering import RaySettings, ray_cube_bounds, render_rays
+from scene3d.renderers.hierarchical import RaySettings, ray_cube_bounds, render_rays
 
 
 @dataclass

@@ -19,9 +19,9 @@ The official code assigns the octant directions by ``row mod 9`` over the childr
 parent-block by parent-block, which gives one parent nine distinct directions only when the number of parents is
 prime to 9. Here each parent gets all eight octants and the centre (the paper's description).
 
-All functions are pure or act on a splat parameter dict through :mod:`scene3d.methods.s3d_splat.splats`'s
-optimizer-preserving :func:`~scene3d.methods.s3d_splat.splats.append_gaussians` /
-:func:`~scene3d.methods.s3d_splat.splats.remove_gaussians`.
+All functions are pure or act on a splat parameter dict through :mod:`scene3d.renderers.splats`'s
+optimizer-preserving :func:`~scene3d.renderers.splats.append_gaussians` /
+:func:`~scene3d.renderers.splats.remove_gaussians`.
 
 Example:
     >>> import torch
@@ -42,7 +42,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from scene3d.methods.s3d_splat.splats import Params, append_gaussians, remove_gaussians
+from scene3d.renderers.splats import Params, append_gaussians, remove_gaussians
 from scene3d.renderers.gaussians_project import quat_to_rotmat
 
 NUM_CHILDREN = 9

@@ -34,7 +34,7 @@ def stylize_stage(ctx: Any) -> None:
     from scene3d.methods.common.trainer import seed_everything
     from scene3d.methods.regs.evaluate import evaluate_pipeline
     from scene3d.methods.regs.run import regs_run_config, stylized_object_scene, train_splat_tiny
-    from scene3d.methods.s3d_splat.splats import PARAM_NAMES
+    from scene3d.renderers.splats import PARAM_NAMES
 
     out = ctx.out / "stylized"
     seed = int(getattr(ctx.args, "seed", 0))

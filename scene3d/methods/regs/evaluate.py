@@ -122,7 +122,7 @@ def evaluate_views(
 
 def evaluate_pipeline(pipeline, *, fps_size: int = 256) -> StylizationScores:
     """Score a trained ReGS pipeline on every dataset view (train and eval splits) that has a stylized render."""
-    from scene3d.methods.s3d_splat import splats
+    from scene3d.renderers import splats
 
     model: ReGSModel = pipeline.model
     if pipeline.reference is None:

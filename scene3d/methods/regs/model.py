@@ -1,7 +1,7 @@
 """The ReGS model: an ``s3d-splat`` scene restricted to its diffuse colour, plus the original Gaussians it started from.
 
 It orchestrates; the maths lives in :mod:`~scene3d.methods.regs.control` (texture-guided splitting and pruning),
-:mod:`scene3d.methods.s3d_splat.splats` (parameter layout, rendering, optimizer-preserving add/remove) and
+:mod:`scene3d.renderers.splats` (parameter layout, rendering, optimizer-preserving add/remove) and
 :func:`scene3d.renderers.gaussians.rasterize`.
 
 * ``gauss_params`` has s3d-splat's layout and names (so ``s3d export splat``, the viewer and checkpoints read it as
@@ -28,7 +28,7 @@ from torch.nn import Parameter
 
 from scene3d.core import metrics
 from scene3d.methods.regs import control
-from scene3d.methods.s3d_splat import splats
+from scene3d.renderers import splats
 from scene3d.renderers.gaussians import RasterMeta
 
 TRAINED = ("means", "scales", "quats", "features_dc", "opacities")

@@ -38,7 +38,7 @@ from scene3d.core.errors import RunFolderError
 from scene3d.datasets.dataparser import Scene3DDataParserConfig
 from scene3d.methods.regs import control, losses, matching, reference, warp
 from scene3d.methods.regs.model import ReGSModel, ReGSModelConfig
-from scene3d.methods.s3d_splat import splats
+from scene3d.renderers import splats
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from gsplat.strategy import DefaultStrategy, MCMCStrategy
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from scene3d.methods.s3d_splat.splats import Params, update_params_and_optimizers
+from scene3d.renderers.splats import Params, update_params_and_optimizers
 from scene3d.renderers.gaussians_project import covariances
 
 N_MAX = 51

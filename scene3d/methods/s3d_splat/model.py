@@ -1,6 +1,6 @@
 """``s3d-splat``: 3D Gaussian splatting as a nerfstudio model, rendered by :func:`scene3d.renderers.gaussians.rasterize`.
 
-The model orchestrates; the maths lives in :mod:`scene3d.methods.s3d_splat.splats` (parameters, initialisation,
+The model orchestrates; the maths lives in :mod:`scene3d.renderers.splats` (parameters, initialisation,
 rendering, adding/removing Gaussians), :mod:`scene3d.methods.s3d_splat.densify` (gsplat's strategies, MCMC's torch
 twin) and :mod:`scene3d.renderers.gaussians` (the rasterizer: gsplat on CUDA, scene3d's torch path elsewhere).
 See this folder's README for what follows splatfacto / gsplat's ``simple_trainer`` and what deviates.
@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from scene3d.core import metrics
-from scene3d.methods.s3d_splat import splats
+from scene3d.renderers import splats
 from scene3d.methods.s3d_splat.densify import make_strategy
 
 

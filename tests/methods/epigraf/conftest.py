@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from scene3d.core.cameras import intrinsics_from_fov, pinhole_rays
-from scene3d.methods.epigraf.rendering import orbit_c2w
+from scene3d.core.cameras import orbit_c2w
 
 
 def render_sphere(c2w: torch.Tensor, K: torch.Tensor, size: int, radius: float, color: np.ndarray) -> np.ndarray:

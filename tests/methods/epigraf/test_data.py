@@ -95,7 +95,7 @@ def test_non_square_images_are_refused(collection_dir: Path):
 
 
 def test_mirrored_camera_sees_the_flipped_image():
-    from scene3d.methods.epigraf.rendering import orbit_c2w
+    from scene3d.core.cameras import orbit_c2w
     from scene3d.core.cameras import intrinsics_from_fov
 
     c2w = orbit_c2w(torch.tensor([0.7]), torch.tensor([1.2]), 1.0)

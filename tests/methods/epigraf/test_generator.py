@@ -10,7 +10,8 @@ from scene3d.methods.epigraf.gan import Views, render_patches
 from scene3d.methods.epigraf.generator import TriPlaneGenerator
 from scene3d.methods.epigraf.layers import MappingNetwork, modulated_conv2d, upsample2d
 from scene3d.methods.epigraf.patches import PatchParams, extract_patches
-from scene3d.methods.epigraf.rendering import RaySettings, camera_angles, orbit_c2w, ray_cube_bounds, render_rays
+from scene3d.core.cameras import camera_angles, orbit_c2w
+from scene3d.renderers.hierarchical import RaySettings, ray_cube_bounds, render_rays
 
 R = 32
 

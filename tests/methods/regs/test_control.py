@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scene3d.methods.regs import control
-from scene3d.methods.s3d_splat.splats import PARAM_NAMES, random_quats
+from scene3d.renderers.splats import PARAM_NAMES, random_quats
 from scene3d.renderers.gaussians_project import quat_to_rotmat
 
 

@@ -11,7 +11,7 @@ from nerfstudio.data.scene_box import SceneBox
 
 from scene3d.core.cameras import intrinsics_from_fov, look_at
 from scene3d.methods.regs.model import ReGSModel, ReGSModelConfig
-from scene3d.methods.s3d_splat.splats import PARAM_NAMES, random_quats, viewmats_from_c2w
+from scene3d.renderers.splats import PARAM_NAMES, random_quats, viewmats_from_c2w
 
 
 def _splat(n: int = 300, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ import torch
 
 from scene3d.core.cameras import intrinsics_from_fov, look_at
 from scene3d.methods.regs import warp
-from scene3d.methods.s3d_splat.splats import render, viewmats_from_c2w
+from scene3d.renderers.splats import render, viewmats_from_c2w
 
 
 def _camera(eye, target=(0.0, 0.0, 0.0), size: int = 24):

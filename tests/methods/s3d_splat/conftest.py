@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from scene3d.core.cameras import intrinsics_from_fov, look_at
-from scene3d.methods.s3d_splat.splats import viewmats_from_c2w
+from scene3d.renderers.splats import viewmats_from_c2w
 from scene3d.renderers.gaussians import rasterize
 
 

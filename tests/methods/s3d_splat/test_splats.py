@@ -10,7 +10,7 @@ import torch
 
 from scene3d.core.cameras import look_at
 from scene3d.methods.s3d_splat import densify
-from scene3d.methods.s3d_splat.splats import (
+from scene3d.renderers.splats import (
     PARAM_NAMES,
     append_gaussians,
     init_from_points,

@@ -1,6 +1,7 @@
-"""Volume rendering of EpiGRAF's tri-plane field: coarse + importance samples, softplus density, annealed noise.
+"""Hierarchical volume rendering of a dense field along rays: coarse + importance samples, softplus density, noise.
 
-Follows the official ``SynthesisNetwork.forward`` and ``fancy_integration``:
+EpiGRAF renders its tri-plane field with it (its method folder and ``s3d export epigraf`` share this module). It
+follows EpiGRAF's official ``SynthesisNetwork.forward`` and ``fancy_integration``:
 
 1. ``S_c`` samples evenly spaced in ``[near, far]`` (jittered within their intervals while training);
 2. their weights (density noise included) define a piecewise-constant PDF on the interval mid-points, from which
@@ -38,7 +39,6 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from scene3d.core.cameras import look_at
 from scene3d.renderers.volume import alphas_from_densities, composite_dense, sample_pdf
 
 FieldFn = Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -165,27 +165,3 @@ def ray_cube_bounds(
     t_far = torch.maximum(t0, t1).amin(dim=-1)
     hit = t_far > t_near
     return t_near, torch.where(hit, t_far, t_near + 1e-3), hit
-
-
-def camera_angles(c2w: Float[Tensor, "B 4 4"]) -> Float[Tensor, "B 2"]:
-    """(yaw, pitch) of cameras orbiting the origin, world up +Z: the inverse of :func:`orbit_c2w`'s placement.
-
-    ``pitch = arccos(z / |p|) ∈ [0, π]`` (0 looks down from the top), ``yaw = atan2(−y, x) ∈ (−π, π]``.
-    """
-    p = c2w[:, :3, 3]
-    r = p.norm(dim=-1).clamp_min(1e-9)
-    pitch = torch.arccos((p[:, 2] / r).clamp(-1.0, 1.0))
-    yaw = torch.atan2(-p[:, 1], p[:, 0])
-    return torch.stack([yaw, pitch], dim=-1)
-
-
-def orbit_c2w(yaw: Float[Tensor, " B"], pitch: Float[Tensor, " B"], radius: float | Float[Tensor, " B"]) -> Float[Tensor, "B 4 4"]:
-    """Camera-to-world (OpenGL axes, world up +Z) of cameras at (yaw, pitch) on a sphere, looking at the origin.
-
-    This is the official ``compute_cam2world_matrix`` (world up +Y, position ``r (sinφ cosθ, cosφ, sinφ sinθ)``)
-    rotated into scene3d's +Z-up world by ``(x, y, z) → (x, −z, y)``.
-    """
-    pitch = pitch.clamp(1e-5, torch.pi - 1e-5)
-    eye = torch.stack([torch.sin(pitch) * torch.cos(yaw), -torch.sin(pitch) * torch.sin(yaw), torch.cos(pitch)], dim=-1)
-    eye = eye * (radius if isinstance(radius, float) else radius[:, None])
-    return look_at(eye, torch.zeros_like(eye))
