@@ -60,3 +60,22 @@ class RunFolderError(Scene3DError, ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class BackendUnavailableError(Scene3DError, RuntimeError):
+    """``backend="cuda-lib"`` was asked for, but the CUDA library does not run on the device.
+
+    Args:
+        module: the library (``gsplat``, ``nerfacc``, ``tinycudann``).
+        device: the device its probe ran on.
+        cause: what the probe raised (the import error, the kernel build's error, ...).
+    """
+
+    def __init__(self, module: str, device: str, cause: str) -> None:
+        self.module = module
+        self.device = device
+        self.cause = cause
+        super().__init__(
+            f"backend='cuda-lib' needs {module}, which does not work on {device} ({cause}); "
+            "use backend='auto' (falls back to scene3d's torch twin) or 'torch', or repair the install"
+        )

@@ -2,8 +2,9 @@
 
 :func:`rasterize` takes the arguments of gsplat 1.4.0's ``rasterization()`` (the version nerfstudio 1.1.5 pins),
 with the same shapes and meaning, and returns ``(render_colors, render_alphas, meta)`` like it. ``backend="auto"``
-calls gsplat when the inputs are on a CUDA device and the torch rasterizer otherwise; ``"torch"`` forces the torch
-path on any device and ``"cuda-lib"`` demands gsplat. Nothing here imports gsplat until a CUDA render needs it.
+calls gsplat when the inputs are on a CUDA device and gsplat works there (probed once, :mod:`scene3d.core.backends`),
+and the torch rasterizer otherwise; ``"torch"`` forces the torch path on any device and ``"cuda-lib"`` demands
+gsplat. Nothing here imports gsplat until a CUDA render needs it.
 
 Conventions (shared by both backends; the torch path follows gsplat's CUDA kernels number for number):
 
@@ -56,7 +57,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, no_type_check
 
@@ -64,15 +64,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from scene3d.core.backends import Backend, check_backend, use_cuda_lib
 from scene3d.renderers.gaussians_project import MAX_SH_DEGREE, eval_sh, num_sh_bases, project_gaussians
 from scene3d.renderers.gaussians_binning import footprints
 from scene3d.renderers.gaussians_raster import CompositeTiles
 
-logger = logging.getLogger(__name__)
 
 RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
 RasterizeMode = Literal["classic", "antialiased"]
-Backend = Literal["auto", "cuda-lib", "torch"]
 
 TILE_SIZE = 4
 """Tile edge (px) of the torch rasterizer. Results do not depend on it (gsplat's 16-px footprint rule is kept)."""
@@ -86,7 +85,6 @@ CACHE_BYTES = 512 << 20
 """Memory the torch rasterizer's forward pass may keep for its backward (beyond it, the backward recomputes)."""
 
 _RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
-_warned_fallback = False
 
 
 @dataclass
@@ -193,8 +191,7 @@ def rasterize(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane, radius_clip,
         eps2d, sh_degree, backgrounds, render_mode, rasterize_mode, backend,
     )  # fmt: skip
-    use_cuda_lib = backend == "cuda-lib" or (backend == "auto" and means.is_cuda and _gsplat_available())
-    if use_cuda_lib and n > 0:
+    if use_cuda_lib(backend, means.device, "gsplat") and n > 0:
         return _rasterize_gsplat(
             means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane,
             radius_clip, eps2d, sh_degree, backgrounds, render_mode, rasterize_mode, absgrad,
@@ -278,24 +275,10 @@ def _finish(render: Tensor, alphas: Tensor, backgrounds: Tensor | None, render_m
     return render
 
 
-def _gsplat_available() -> bool:
-    global _warned_fallback
-    try:
-        import gsplat  # noqa: F401
-    except ImportError as err:
-        if not _warned_fallback:
-            logger.warning("gsplat cannot be imported (%s); rendering on CUDA with scene3d's torch rasterizer", err)
-            _warned_fallback = True
-        return False
-    return True
-
-
 def _rasterize_gsplat(
     means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane, radius_clip,
     eps2d, sh_degree, backgrounds, render_mode, rasterize_mode, absgrad,
 ):  # fmt: skip
-    if not means.is_cuda:
-        raise ValueError(f"backend='cuda-lib' (gsplat) needs CUDA tensors, got means on {means.device}")
     from gsplat.rendering import rasterization
 
     render, alphas, info = rasterization(
@@ -346,8 +329,7 @@ def _check_inputs(
         raise ValueError(f"render_mode must be one of {_RENDER_MODES}, got {render_mode!r}")
     if rasterize_mode not in ("classic", "antialiased"):
         raise ValueError(f"rasterize_mode must be 'classic' or 'antialiased', got {rasterize_mode!r}")
-    if backend not in ("auto", "cuda-lib", "torch"):
-        raise ValueError(f"backend must be 'auto', 'cuda-lib' or 'torch', got {backend!r}")
+    check_backend(backend)
     if not 0 < near_plane < far_plane:
         raise ValueError(f"need 0 < near_plane < far_plane, got near_plane={near_plane}, far_plane={far_plane}")
     if eps2d < 0 or radius_clip < 0:
