@@ -23,7 +23,6 @@ import argparse
 import math
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -74,7 +73,8 @@ def choose_threads(requested: str) -> tuple[int, str]:
 
 
 def generate_data(ctx: DemoContext) -> None:
-    """The synthetic ``object`` scene (reused when ``OUT/data`` already holds one with the same settings)."""
+    """The synthetic ``object`` scene (reused when ``OUT/data`` already holds one with the same settings; an earlier one
+    with other settings is replaced, file by file; ``OUT/data`` holding files scene3d did not write is refused)."""
     import json
 
     from scene3d.datasets.synthetic import generate_scene
@@ -88,7 +88,7 @@ def generate_data(ctx: DemoContext) -> None:
             ctx.console.print(f"[dim]reusing the scene in {out}[/dim]")
             ctx.data = out
             return
-        shutil.rmtree(out)
+    # the generator replaces an earlier scene3d dataset there file by file and refuses a folder holding anything else
     with ctx.console.status(f"rendering the object scene ({a.views} views, {a.size} px) ..."):
         ctx.data = generate_scene("object", out, size=a.size, views=a.views, seed=a.seed)
     ctx.summary.append(("dataset", str(ctx.data)))

@@ -79,3 +79,12 @@ class BackendUnavailableError(Scene3DError, RuntimeError):
             f"backend='cuda-lib' needs {module}, which does not work on {device} ({cause}); "
             "use backend='auto' (falls back to scene3d's torch twin) or 'torch', or repair the install"
         )
+
+
+class OutputFolderError(Scene3DError, ValueError):
+    """A folder scene3d was asked to write into holds files it did not write (it never removes those)."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -110,7 +109,8 @@ def generate_scene(
 
     Args:
         kind: one of :data:`KINDS`.
-        out: output folder: created, or empty, or an earlier scene3d dataset (whose files are replaced).
+        out: output folder: created, or empty, or an earlier scene3d dataset (whose files, and only those, are
+            replaced).
         size: image side in pixels, 32 to 800 (default 128; 64 for ``collection``). Images are square.
         views: number of views (default :data:`DEFAULT_VIEWS`): per time step for ``changing``, per instance for
             ``collection``. About 10 % are held out for evaluation (every 8th for ``forward``).
@@ -127,6 +127,7 @@ def generate_scene(
 
     Raises:
         ValueError: for an unknown kind or an out-of-range argument.
+        OutputFolderError: ``out`` holds files scene3d did not write (nothing is removed).
     """
     size, views = _check_args(kind, size, views, seed, steps, instances)
     out = Path(out)
@@ -138,31 +139,13 @@ def generate_scene(
     return out
 
 
-_GENERATED = ("images", "images_stylized", "depths", "normals", "masks", "meshes", "points3d.ply", "transforms.json",
-              "panorama.png", "panorama_depth.png", "panorama_stylized.png", "manifest.json")  # fmt: skip
-
-
 def _prepare_out(out: Path) -> None:
-    """Create ``out``; if it holds an earlier scene3d dataset, remove that dataset's files first (so no stale frame
-    of a larger earlier run survives); refuse any other non-empty folder."""
-    import shutil
+    """Create ``out``, or remove the files of the earlier scene3d dataset in it (so no stale frame of a larger earlier
+    run survives); refuse any other non-empty folder, and any file in it scene3d did not write
+    (:func:`scene3d.datasets.ownership.clear_generated`)."""
+    from scene3d.datasets.ownership import clear_generated
 
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out must be a folder, got the file {out}")
-    if out.is_dir() and any(out.iterdir()):
-        ours = False
-        for marker in ("transforms.json", "manifest.json"):
-            try:
-                meta = json.loads((out / marker).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            ours = ours or (isinstance(meta, dict) and ("scene3d" in meta or meta.get("kind") == "changing"))
-        if not ours:
-            raise ValueError(f"out must be an empty folder or an earlier scene3d dataset, got non-empty {out}")
-        for entry in out.iterdir():
-            if entry.name in _GENERATED or (entry.is_dir() and entry.name.startswith("step_")):
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    clear_generated(out)
 
 
 @contextmanager

@@ -63,3 +63,15 @@ def test_out_folder_rules(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="empty folder"):
         generate_scene("object", other, size=32, views=3)
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_regenerating_keeps_a_users_file(tmp_path: Path) -> None:
+    """Seen: a user's file under data/images/ deleted when a scene was generated again into the folder."""
+    from scene3d.datasets.synthetic import generate_scene
+
+    out = generate_scene("object", tmp_path / "s", size=32, views=3)
+    (out / "images" / "my_photo.jpg").write_text("mine")
+    with pytest.raises(ValueError, match="did not write"):
+        generate_scene("object", out, size=32, views=2)
+    assert (out / "images" / "my_photo.jpg").read_text() == "mine"
+    assert len(list((out / "images").glob("frame_*.png"))) == 3  # the earlier dataset is untouched too
