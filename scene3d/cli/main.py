@@ -5,6 +5,9 @@
     s3d models list|fetch|check   the pretrained models scene3d's priors use
     s3d export ...                meshes, splats, panoramas from a trained run
     s3d view FILE                 open an exported splat or mesh in the browser
+
+scene3d's own input errors (:class:`scene3d.core.errors.Scene3DError`: bad data, a missing pretrained model, a wrong
+run folder or output folder) end a command with one line naming what to fix, and exit status 2.
 """
 
 from __future__ import annotations
@@ -51,7 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s3d: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    from scene3d.core.errors import Scene3DError
+
+    try:
+        return int(module.main(rest) or 0)
+    except Scene3DError as err:
+        # scene3d's own input errors (bad data, a missing model, a wrong run folder) name what to fix: that one
+        # line is the whole report, not a traceback
+        print(f"s3d {name}: {err}", file=sys.stderr)
+        return 2
 
 
 def entrypoint() -> None:

@@ -28,7 +28,6 @@ import torch
 
 from scene3d.core.cameras import pinhole_rays
 from scene3d.core.checkpoint import latest_checkpoint, load_checkpoint
-from scene3d.core.errors import RunFolderError
 from scene3d.renderers.hierarchical import ray_cube_bounds, render_rays
 
 logger = logging.getLogger(__name__)
@@ -70,16 +69,15 @@ def load_run(config_path: str | Path, *, data: str | Path | None = None, device:
     """
     import yaml
 
+    from scene3d.export.runs import EPIGRAF_METHODS, read_run, require_method
+
     config_path = Path(config_path)
-    if not config_path.is_file():
-        raise RunFolderError(config_path, "config file does not exist (pass the run's config.yml)")
+    run = read_run(config_path)  # one clear error for a wrong path or method before anything loads
+    require_method(run, EPIGRAF_METHODS, "s3d export epigraf")
     config = yaml.load(config_path.read_text(encoding="utf-8"), Loader=yaml.Loader)
-    if getattr(config, "method_name", None) not in ("epigraf", "epigraf-tiny"):
-        raise RunFolderError(config_path, f"is a {getattr(config, 'method_name', '?')} run, not an EpiGRAF one")
     if data is not None:
         config.pipeline.datamanager.data = Path(data)
-    ckpt_dir = config_path.parent / config.relative_model_dir
-    ckpt = latest_checkpoint(ckpt_dir)
+    ckpt = latest_checkpoint(run.checkpoint_dir)
     pipeline = config.pipeline.setup(device=device, test_mode="inference")
     state = load_checkpoint(ckpt)
     pipeline.load_pipeline(state["pipeline"], state["step"])

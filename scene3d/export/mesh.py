@@ -200,9 +200,11 @@ def main(argv: list[str]) -> int:
     if args.out.suffix.lower() not in FORMATS:
         parser.error(f"--out must end in one of {FORMATS}, got {args.out.name!r}")
 
-    from nerfstudio.utils.eval_utils import eval_setup
+    from scene3d.export.runs import NERF_METHODS, load_pipeline, read_run, require_method
 
-    _, pipeline, _, step = eval_setup(args.load_config, test_mode="inference")
+    run = read_run(args.load_config)  # one clear error for a wrong path or method before anything loads
+    require_method(run, NERF_METHODS, "s3d export mesh")
+    _, pipeline, _, step = load_pipeline(run)
     model = pipeline.model
     for attribute in ("field", "occupancy_grid", "render"):
         if not hasattr(model, attribute):

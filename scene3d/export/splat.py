@@ -172,9 +172,11 @@ def write_splats(params: Mapping[str, Tensor | np.ndarray], out: str | Path, fmt
 
 def params_from_run(load_config: str | Path) -> dict[str, Tensor]:
     """The raw splat parameters of a trained run (``s3d-splat``, ``splatfacto`` or any model with ``gauss_params``)."""
-    from nerfstudio.utils.eval_utils import eval_setup
+    from scene3d.export.runs import SPLAT_METHODS, load_pipeline, read_run, require_method
 
-    _, pipeline, _, _ = eval_setup(Path(load_config), test_mode="inference")
+    run = read_run(load_config)  # one clear error for a wrong path or method before anything loads
+    require_method(run, SPLAT_METHODS, "s3d export splat")
+    _, pipeline, _, _ = load_pipeline(run)
     model = pipeline.model
     gauss = getattr(model, "gauss_params", None)
     if gauss is None:
