@@ -3,7 +3,8 @@
 Every checkpoint scene3d writes holds only tensors and plain containers, so it loads with
 ``torch.load(..., weights_only=True)``, the default of current torch. Every write goes to a temporary file first
 and is renamed into place, so a process killed at any moment leaves either the old file or the new one, never a
-torn one.
+torn one; the temporary file it may leave behind carries its pid, and :func:`remove_stale_temporaries` removes it on
+the next start.
 
 Example:
     >>> import torch, tempfile, pathlib
@@ -16,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -27,6 +29,8 @@ import torch
 from scene3d.core.errors import RunFolderError
 
 _PLAIN_SCALARS = (bool, int, float, str, bytes, type(None))
+TMP_SUFFIX = ".tmp"
+_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+" + re.escape(TMP_SUFFIX) + "$")
 
 
 @contextmanager
@@ -46,7 +50,8 @@ def atomic_open(path: str | Path, mode: str = "wb", *, tmp_dir: str | Path | Non
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tmp_dir) if tmp_dir is not None else path.parent
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=tmp_dir)
+    # the writer's pid in the name: a later start can tell the leftovers of a killed writer from a live one's
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=tmp_dir)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -60,6 +65,41 @@ def atomic_open(path: str | Path, mode: str = "wb", *, tmp_dir: str | Path | Non
             os.unlink(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files :func:`atomic_open` left in ``folder`` when its process was killed mid-write.
+
+    Only files named like :func:`atomic_open`'s (``.<name>.<pid>.<random>.tmp``) whose writing process is gone are
+    removed; a file of a process that is still running (another run writing into the same folder) is kept, and so is
+    every other file. Returns the removed paths.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TMP_NAME.match(entry.name)
+        if match is None or not entry.is_file() or _process_alive(int(match["pid"])):
+            continue
+        try:
+            entry.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(entry)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _file_mode(path: Path) -> int:

@@ -153,6 +153,8 @@ class AssetViewer:
         self.server = None
         self._stop = threading.Event()
         self.frames_sent = 0
+        self.render_errors: list[str] = []
+        """Distinct render errors, in order (each also logged and shown in the page)."""
 
     @property
     def kind(self) -> str:
@@ -192,9 +194,14 @@ class AssetViewer:
         return f"{len(self.asset.vertices):,} vertices, {len(self.asset.faces):,} faces"
 
     def _stream(self, client) -> None:
-        """Render a client's camera whenever it changes: a quarter-size frame while moving, full size at rest."""
+        """Render a client's camera whenever it changes: a quarter-size frame while moving, full size at rest.
+
+        A frame that fails to render (or to send) does not end the stream: the error goes to the terminal with its
+        traceback and to the page as a notification (once per distinct error), the last good frame stays, and the
+        next camera move tries again.
+        """
         assert isinstance(self.asset, SplatScene)
-        last_key, rested = None, False
+        last_key, rested, shown_error = None, False, None
         while not self._stop.is_set() and client.client_id in self.server.get_clients():
             try:
                 cam = client.camera
@@ -210,10 +217,31 @@ class AssetViewer:
             scale = 4 if moving else 1
             long_side = max(16, self.max_res // scale)
             width, height = (long_side, max(8, int(long_side / aspect))) if aspect >= 1 else (max(8, int(long_side * aspect)), long_side)
-            frame = render_splats(self.asset, viser_camera_to_viewmat(cam.wxyz, cam.position), cam.fov, width, height)
-            client.scene.set_background_image(frame, format="jpeg", jpeg_quality=80 if moving else 92)
+            try:
+                frame = render_splats(self.asset, viser_camera_to_viewmat(cam.wxyz, cam.position), cam.fov, width, height)
+                client.scene.set_background_image(frame, format="jpeg", jpeg_quality=80 if moving else 92)
+            except Exception as err:  # noqa: BLE001 - shown to the user; the stream goes on
+                message = f"{type(err).__name__}: {err}"
+                if message != shown_error:
+                    shown_error = message
+                    self.render_errors.append(message)
+                    logger.error("rendering %s at %dx%d failed", self.path.name, width, height, exc_info=err)
+                    self._notify(client, message)
+                last_key, rested = key, True  # wait for the camera to move before trying again
+                continue
+            shown_error = None
             self.frames_sent += 1
             last_key, rested = key, not moving
+
+    @staticmethod
+    def _notify(client, message: str) -> None:
+        try:
+            client.add_notification(
+                title="Rendering failed", body=f"{message[:300]} (details in the terminal; move the camera to retry)",
+                with_close_button=True, color="red",
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - the client left; the terminal has the error
+            logger.debug("could not show the render error to client %s", getattr(client, "client_id", "?"))
 
     def stop(self) -> None:
         self._stop.set()

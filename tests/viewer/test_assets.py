@@ -102,3 +102,52 @@ def test_view_in_browser(tmp_path: Path, browser, kind: str):
         assert verdict
     finally:
         viewer.stop()
+
+
+def test_a_render_error_is_shown_to_the_user_and_the_stream_goes_on(tmp_path: Path, monkeypatch, caplog):
+    """An exception in the render thread reaches the page (a notification) and the terminal; a later camera move
+    renders again, instead of the page freezing on its last frame."""
+    import logging
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from scene3d.viewer import assets
+
+    viewer = AssetViewer(_splat_file(tmp_path), max_res=32)
+    failures = [RuntimeError("CUDA out of memory (simulated)")]
+    real_render = assets.render_splats
+
+    def render(*args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(assets, "render_splats", render)
+    sent, notes = [], []
+    camera = SimpleNamespace(wxyz=np.array([1.0, 0.0, 0.0, 0.0]), position=np.array([0.0, 0.0, -3.0]), fov=0.9, aspect=1.0)
+    client = SimpleNamespace(
+        client_id=7, camera=camera, scene=SimpleNamespace(set_background_image=lambda frame, **kw: sent.append(frame)),
+        add_notification=lambda **kw: notes.append(kw),
+    )  # fmt: skip
+    viewer.server = SimpleNamespace(get_clients=lambda: {7: client})
+
+    def wait_for(what, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while not what():
+            assert time.monotonic() < deadline and thread.is_alive(), "the render thread stopped or hung"
+            time.sleep(0.01)
+
+    with caplog.at_level(logging.ERROR, logger=assets.__name__):
+        thread = threading.Thread(target=viewer._stream, args=(client,), daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: notes)
+            assert notes[0]["title"] == "Rendering failed" and "CUDA out of memory" in notes[0]["body"]
+            assert viewer.render_errors == ["RuntimeError: CUDA out of memory (simulated)"] and not sent
+            camera.position = np.array([0.0, 0.1, -3.0])  # the user moves the camera: rendering resumes
+            wait_for(lambda: len(sent) >= 2)  # a moving frame, then the full-size one at rest
+        finally:
+            viewer._stop.set()
+            thread.join(timeout=30)
+    assert len(notes) == 1 and any("failed" in r.getMessage() and r.exc_info for r in caplog.records)

@@ -4,7 +4,8 @@ nerfstudio 1.1.5's trainer writes checkpoints in place (a run killed mid-write l
 chokes on) and reloads them with a bare ``torch.load``. :class:`S3DTrainer` changes only that:
 
 * checkpoints are written to a temporary file beside the checkpoint folder and renamed into it, so the folder only
-  ever holds complete checkpoints; older ones are deleted after the new one is in place;
+  ever holds complete checkpoints; older ones are deleted after the new one is in place; the temporary file a run
+  killed mid-save leaves behind is removed when the next run starts in that folder or resumes from it;
 * what is written is checked to load with ``torch.load(weights_only=True)`` (current torch's default, which
   ``ns-viewer``, ``ns-eval``, ``ns-render`` and ``ns-export`` use), and resume loads it that way;
 * resume ignores stray files in the checkpoint folder and names the folder in its error when it holds nothing;
@@ -45,7 +46,14 @@ from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from scene3d.core.checkpoint import atomic_torch_save, checkpoint_steps, latest_checkpoint, load_checkpoint, to_plain
+from scene3d.core.checkpoint import (
+    atomic_torch_save,
+    checkpoint_steps,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_stale_temporaries,
+    to_plain,
+)
 from scene3d.core.errors import RunFolderError
 
 _NERFSTUDIO_ON_NEW_TORCH = (
@@ -137,6 +145,8 @@ class S3DTrainer(Trainer):
     def setup(self, test_mode: str = "val") -> None:  # type: ignore[override]
         """nerfstudio's setup, then a starting viewpoint for every browser that connects to the viewer."""
         super().setup(test_mode=test_mode)
+        for folder in (self.base_dir, self.checkpoint_dir):  # a run started again in its own folder
+            remove_stale_temporaries(folder)
         server = getattr(self.viewer_state, "viser_server", None)
         if server is not None:
             server.on_client_connect(self._frame_scene)
@@ -211,6 +221,8 @@ class S3DTrainer(Trainer):
         else:
             CONSOLE.print("No checkpoint to load, so training from scratch.")
             return
+        for folder in (load_path.parent, load_path.parent.parent):  # what a save killed mid-write left there
+            remove_stale_temporaries(folder)
         state = load_checkpoint(load_path)
         if isinstance(pipeline, WarmStart) and pipeline.warm_start(state, load_path):
             CONSOLE.print(f"Started a new run from {load_path} (its step {state['step']}).")

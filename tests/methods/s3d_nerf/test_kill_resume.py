@@ -64,9 +64,13 @@ def test_sigkill_mid_run_leaves_a_resumable_checkpoint(object_scene: Path, tmp_p
     state = load_checkpoint(last)
     assert state["step"] == checkpoint_steps(models)[-1]
 
+    # what a save killed mid-write leaves (the killed run's own, when we caught one, and one planted with its pid)
+    planted = run / f".step-000000002.ckpt.{proc.pid}.k1lled00.tmp"
+    planted.write_bytes(b"torn")
     resumed = subprocess.run(_train_cmd(object_scene, out, "second", 3, "--load-dir", str(models)), env=env,
                              capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resumed from" in resumed.stdout  # (rich wraps the path; the step numbers below show where it resumed)
     new_models = out / "kill" / "s3d-nerf-tiny" / "second" / "nerfstudio_models"
     assert checkpoint_steps(new_models) == [state["step"] + 3]
+    assert not list(run.glob(".step-*.tmp")), "the resumed run left the killed run's temporary files behind"
