@@ -8,11 +8,17 @@
    text tower: 12 layers, width 768, 77 tokens; random weights).
 2. SDS step on the CPU with ``tiny-random`` (VAE factor 2): render ``[1, 3, R, R]`` → VAE encode → noise → UNet
    with CFG (batch 2) → stop-gradient surrogate → backward to the render; median wall time per step and R.
-3. On a CUDA machine only: the same SDS step (in latent space, 64×64 latents = 512 px) with an SD-1.5-sized UNet
+3. ``groundtruth:`` twins: views per second of the ground-truth renderer (``scene3d.datasets.gtpriors.render``)
+   at 128×128, one camera at a time (as the methods call it, once per step), with one ray per pixel (the twins'
+   default) and with 2×2 anti-aliasing, on a freshly generated ``object`` scene; and the time of a groundtruth SDS
+   step at 128 px (render + image-space ε, camera changed every step so nothing is cached) against the
+   ``tiny-random`` SDS step at 128 px of part 2, in the same process.
+4. On a CUDA machine only: the same SDS step (in latent space, 64×64 latents = 512 px) with an SD-1.5-sized UNet
    of random weights (``UNet2DConditionModel``, 860M parameters), fp32 against fp16.
 
 Timings are medians measured in this process; the machine is shared, so compare ratios, not absolute numbers.
-Last line: ``cache_speedup=<miss / disk hit>`` for the largest text encoder measured.
+Last line: ``cache_speedup=<miss / disk hit>`` for the largest text encoder measured (``--only groundtruth``:
+``groundtruth_views_per_s=<one ray per pixel, 128 px>``).
 """
 
 from __future__ import annotations
@@ -77,11 +83,13 @@ def bench_cache(name: str, text_encoder: torch.nn.Module, tokenizer: object, pro
     return m / d
 
 
-def bench_sds_cpu(resolutions: list[int], repeats: int) -> None:
+def bench_sds_cpu(resolutions: list[int], repeats: int) -> dict[int, float]:
+    """Median ms of a tiny-random SDS step per render size."""
     settings = PriorSettings(device="cpu", text_cache_dir=Path(tempfile.mkdtemp()))
     sd = load_diffusion("tiny-random", settings)
     emb = sd.embed("a photo of a chair")
     gen = torch.Generator().manual_seed(0)
+    times: dict[int, float] = {}
     for r in resolutions:
         render = torch.rand(1, 3, r, r, requires_grad=True)
 
@@ -90,7 +98,48 @@ def bench_sds_cpu(resolutions: list[int], repeats: int) -> None:
             out.loss.backward()
 
         step()
-        print(f"sds step cpu tiny-random: render {r}x{r} (latent {r // 2}x{r // 2}): {_median_ms(step, repeats):.1f} ms")
+        times[r] = _median_ms(step, repeats)
+        print(f"sds step cpu tiny-random: render {r}x{r} (latent {r // 2}x{r // 2}): {times[r]:.1f} ms")
+    return times
+
+
+def bench_groundtruth(repeats: int) -> tuple[float, float]:
+    """Views/s of the ground-truth renderer at 128 px, one camera at a time; then a groundtruth SDS step at 128 px
+    against the tiny-random one. Returns (views/s without anti-aliasing, groundtruth SDS step in ms)."""
+    from scene3d.core.cameras import CameraBatch, look_at
+    from scene3d.datasets.gtpriors import render
+    from scene3d.datasets.synthetic import generate_scene
+    from scene3d.methods.common.priors import resolve_prior
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = generate_scene("object", Path(tmp) / "scene", size=32, views=2)
+        sd = resolve_prior("diffusion", f"groundtruth:{folder}", PriorSettings(device="cpu"))
+        n = 4 * repeats
+        angles = torch.linspace(0.0, 6.0, n)
+        eyes = torch.stack([4.0 * torch.cos(angles), 4.0 * torch.sin(angles), 2.0 + 0.2 * torch.sin(3 * angles)], -1)
+        cams = CameraBatch.from_fov(look_at(eyes, torch.tensor([0.0, 0.0, 0.3]).expand(n, 3)), 40.0, 128, 128)
+        scene = sd.source.base
+        render(scene, cams[0])  # builds the ray caster
+        rates = {}
+        for antialias in (False, True):
+            start = time.perf_counter()
+            for i in range(n):
+                render(scene, cams[i], antialias=antialias)
+            rates[antialias] = n / (time.perf_counter() - start)
+        print(f"groundtruth render 128x128, one camera at a time: {rates[False]:.1f} views/s (one ray per pixel, the "
+              f"twins' default), {rates[True]:.1f} views/s (2x2 anti-aliasing)")
+        emb = sd.embed("a scene")
+        image = torch.rand(1, 3, 128, 128, requires_grad=True)
+        g = torch.Generator().manual_seed(0)
+        count = iter(range(10**6))
+
+        def step() -> None:
+            i = next(count) % n  # a new camera each step: the render cache never hits
+            sds(sd, sd.encode_images(image), emb, guidance_scale=7.5, cameras=cams[i], generator=g).loss.backward()
+
+        ms = _median_ms(step, repeats)
+        print(f"sds step cpu groundtruth: render 128x128 (image space): {ms:.1f} ms")
+    return rates[False], ms
 
 
 def _sd15_unet() -> torch.nn.Module:
@@ -141,17 +190,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, tiny text encoder only, two sizes")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: stable on a shared CPU)")
+    parser.add_argument("--only", choices=("groundtruth",), default=None, help="run one part only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), CUDA: {torch.cuda.is_available()}")
     repeats = 5 if args.quick else 15
+    if args.only == "groundtruth":
+        views, gt_ms = bench_groundtruth(repeats)
+        tiny_ms = bench_sds_cpu([128], repeats)[128]
+        print(f"groundtruth SDS step / tiny-random SDS step at 128 px: {gt_ms / tiny_ms:.2f}")
+        print(f"groundtruth_views_per_s={views:.1f}")
+        return
 
     from scene3d.priors.tiny import tiny_text_encoder, tiny_tokenizer
 
     speedup = bench_cache("tiny-random", tiny_text_encoder(), tiny_tokenizer(), prompts=repeats)
     if not args.quick:
         speedup = bench_cache("sd15-sized text encoder", *_sd15_text_encoder(), prompts=repeats)
-    bench_sds_cpu([32, 64] if args.quick else [32, 64, 128], repeats)
+    sds_ms = bench_sds_cpu([32, 64] if args.quick else [32, 64, 128], repeats)
+    _, gt_ms = bench_groundtruth(repeats)
+    if 128 in sds_ms:
+        print(f"groundtruth SDS step / tiny-random SDS step at 128 px: {gt_ms / sds_ms[128]:.2f}")
     if torch.cuda.is_available():
         bench_sds_sd15_unet(torch.device("cuda"), repeats)
     else:

@@ -1,6 +1,7 @@
 """``s3d data``: synthetic scenes with ground truth, and dataset checks.
 
     s3d data synth --kind KIND --out DIR [--size PX] [--views N] [--seed S] [--stylized] [--steps T] [--instances N]
+                   [--mesh PATH [--mesh-up y|z]]
     s3d data check DIR
 """
 
@@ -38,6 +39,18 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--instances", type=int, default=None, help=f"instances of a collection (default {DEFAULT_INSTANCES})"
     )
+    synth.add_argument(
+        "--mesh",
+        default=None,
+        help="a mesh file (OBJ, PLY, GLB/glTF, OFF, STL) that replaces the objects of an object or forward scene, "
+        "normalised to the scene's scale",
+    )
+    synth.add_argument(
+        "--mesh-up",
+        default="auto",
+        choices=("auto", "y", "z"),
+        help="the mesh file's up axis (auto: y for GLB/glTF/OBJ, z otherwise)",
+    )
     check = sub.add_parser("check", help="validate a dataset and print a summary")
     check.add_argument("path", help="dataset folder, its transforms.json, or a changing scene's root")
     return parser
@@ -63,6 +76,8 @@ def main(argv: list[str]) -> int:
                 stylized=args.stylized,
                 steps=args.steps,
                 instances=args.instances,
+                mesh=args.mesh,
+                mesh_up=args.mesh_up,
             )
         except ValueError as err:
             print(f"s3d data synth: {err}", file=sys.stderr)

@@ -5,7 +5,9 @@
                                           download a preset (into the HF cache, or DIR/NAME); needs the network.
                                           ``fetch tiny-random --to DIR`` writes the tiny random set (no network)
     s3d models check [NAME ...] [--load]  verify presets are complete offline (exit 1 if one is not); --load
-                                          also reads them with their loaders
+                                          also reads them with their loaders. NAME may be groundtruth:PATH (a
+                                          dataset written by `s3d data synth`): its twins are built and each
+                                          operation is run once at a stored view
 
 Common options: ``--models-dir DIR`` (local copies, default ``$SCENE3D_MODELS_DIR``), ``--hf-cache DIR``.
 """
@@ -32,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--revision", default=None, help="branch, tag or commit (default: the preset's)")
     fetch.add_argument("--to", type=Path, default=None, help="write into DIR/NAME instead of the HF cache")
     check = sub.add_parser("check", parents=[common], help="verify presets are complete offline")
-    check.add_argument("names", nargs="*", help="presets to check (default: all), or tiny-random")
+    check.add_argument("names", nargs="*", help="presets to check (default: all), tiny-random, or groundtruth:PATH")
     check.add_argument("--load", action="store_true", help="also load each model with its loader")
     return parser
 
@@ -105,6 +107,34 @@ def _check_tiny() -> None:
     loading.load_vgg("tiny-random")(torch.rand(1, 3, 32, 32))
 
 
+def _check_groundtruth(preset: str, settings) -> str:  # noqa: ANN001
+    """Build every twin of a groundtruth:PATH preset and run each operation once at the dataset's first view."""
+    import torch
+
+    from scene3d.core.cameras import CameraBatch
+    from scene3d.methods.common.priors import resolve_prior
+    from scene3d.priors.sampling import inpaint, text_to_image
+
+    sd = resolve_prior("diffusion", preset, settings)
+    stored = sd.source.stored
+    cams = CameraBatch.pinhole(stored.c2w[:1], stored.K, stored.width, stored.height)
+    image = text_to_image(sd, "the scene", height=stored.height, width=stored.width, cameras=cams).images
+    mask = torch.zeros(1, 1, stored.height, stored.width)
+    mask[..., stored.height // 4 : 3 * stored.height // 4, stored.width // 4 : 3 * stored.width // 4] = 1.0
+    inpaint(resolve_prior("inpainting", preset, settings), image, mask, "the scene", num_images_per_prompt=2,
+            cameras=cams)  # fmt: skip
+    resolve_prior("depth", preset, settings)(image, cameras=cams)
+    resolve_prior("normals", preset, settings)(image, cameras=cams)
+    resolve_prior("clip", preset, settings).image_text_similarity(image, "the scene", cameras=cams)
+    start = time.perf_counter()
+    for _ in range(5):
+        sd.source.render(cams.scaled(128, 128), sd.source.target(f"view {_}"), antialias=sd.source.options.antialias)
+        sd.source._cache.clear()
+    rate = 5 / (time.perf_counter() - start)
+    return (f"{stored.kind} scene, {len(stored.scene.objects)} objects, {len(stored.c2w)} stored views; every twin "
+            f"ran; {rate:.1f} renders/s at 128 px")  # fmt: skip
+
+
 def _check(args: argparse.Namespace) -> int:
     from scene3d.priors.loading import load
     from scene3d.priors.presets import PRESETS, TINY_RANDOM, get_preset, locate
@@ -115,6 +145,9 @@ def _check(args: argparse.Namespace) -> int:
     for name in names:
         start = time.perf_counter()
         try:
+            if name.startswith("groundtruth:"):
+                print(f"ok       {name}: {_check_groundtruth(name, settings)} ({time.perf_counter() - start:.1f} s)")
+                continue
             if name == TINY_RANDOM:
                 _check_tiny()
                 print(f"ok       {name}: every tiny component built and ran ({time.perf_counter() - start:.1f} s)")

@@ -26,7 +26,7 @@ from scene3d.datasets.materials import (
     stylize_texture,
 )
 from scene3d.datasets.scene import Scene, SceneObject, footprint_radius, place_without_overlap
-from scene3d.datasets.shapes import rest_on_ground, rotation_x, rotation_z
+from scene3d.datasets.shapes import TriMesh, rest_on_ground, rotation_x, rotation_z
 
 OBJECT_SHAPES = ("box", "sphere", "cylinder", "cone", "torus", "capsule")
 OBJECT_BACKGROUND = (0.93, 0.95, 0.97)
@@ -249,3 +249,59 @@ def forward_cameras(n: int, size: int, rng: np.random.Generator, *, fov_deg: flo
     eye = torch.tensor(eyes, dtype=torch.float32)
     focus = torch.tensor([0.0, 0.9, 0.35]).expand(n, 3)
     return CameraRig(c2w=look_at(eye, focus), K=intrinsics_from_fov(fov_deg, size, size), width=size, height=size)
+
+
+# ---------------------------------------------------------------------------------------------------- user mesh
+USER_MESH_NAME = "user_mesh"
+"""Name (and mesh-file stem) of the object made from ``--mesh``."""
+USER_MESH_SIZE = 1.2
+"""Longest side, in metres, of a user's mesh once normalised to the scene's scale (the primitives of the ``object``
+and ``forward`` kinds are 0.4–0.7 m; their group spans ~2.6 m)."""
+
+
+def normalise_mesh(
+    vertices: Float[np.ndarray, "V 3"], *, up: str = "z", size: float = USER_MESH_SIZE
+) -> tuple[Float[np.ndarray, "V 3"], float]:
+    """Object-local vertices of a user's mesh at the scene's scale: rotated so ``up`` becomes +Z, its bounding box
+    centred on the origin and its longest side ``size`` metres. Returns the vertices and the scale applied.
+
+    Vertices are rounded to float32 (the precision of the mesh files), so what is rendered is exactly what a
+    dataset's mesh file stores.
+    """
+    if up not in ("y", "z"):
+        raise ValueError(f"up must be 'y' or 'z', got {up!r}")
+    v = vertices @ rotation_x(math.pi / 2).T if up == "y" else vertices.copy()  # +Y -> +Z
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    extent = float((hi - lo).max())
+    if extent <= 0.0:
+        raise ValueError("the mesh is a single point; it has no size to normalise")
+    scale = size / extent
+    v = (v - (lo + hi) / 2.0) * scale
+    return v.astype(np.float32).astype(np.float64), scale
+
+
+def user_mesh_object(
+    mesh: TriMesh, rng: np.random.Generator, *, xy: tuple[float, float], source_sha256: str, scale: float
+) -> SceneObject:
+    """The object a user's (normalised, object-local) mesh becomes: a random solid texture (and its stylized
+    counterpart), matte, resting on ``z = 0`` at ``xy``. ``params`` record the file it is rebuilt from, the source
+    file's sha256 and the scale applied (not the source's name: every string in ``transforms.json`` that names a
+    file in the dataset folder counts as the dataset's own, see :mod:`scene3d.datasets.ownership`)."""
+    texture = random_texture(rng)
+    obj = SceneObject(
+        name=USER_MESH_NAME,
+        shape="mesh",
+        params={"file": f"meshes/{USER_MESH_NAME}_source.ply", "source_sha256": source_sha256, "scale": round(scale, 9)},
+        rotation=np.eye(3),
+        translation=np.zeros(3),
+        texture=texture,
+        material=MATTE,
+        stylized_texture=stylize_texture(texture, rng),
+        mesh=mesh,
+    )
+    return replace(obj, translation=np.round(rest_on_ground(mesh, obj.rotation, xy), 6))
+
+
+def with_user_mesh(scene: Scene, obj: SceneObject) -> Scene:
+    """``scene`` with its foreground objects replaced by ``obj`` (ground, walls, light and background kept)."""
+    return replace(scene, objects=(*(o for o in scene.objects if not o.foreground), obj))

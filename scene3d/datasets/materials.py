@@ -60,6 +60,16 @@ class Texture:
         d["color_a"], d["color_b"] = list(self.color_a), list(self.color_b)
         return d
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Texture:
+        """Inverse of :meth:`to_json` (``KeyError`` / ``ValueError`` on a malformed entry)."""
+        if data["pattern"] not in PATTERNS:
+            raise ValueError(f"pattern must be one of {PATTERNS}, got {data['pattern']!r}")
+        a, b = (tuple(float(c) for c in data[k]) for k in ("color_a", "color_b"))
+        if len(a) != 3 or len(b) != 3:
+            raise ValueError(f"colours must be RGB triples, got {data['color_a']!r} and {data['color_b']!r}")
+        return cls(data["pattern"], a, b, float(data.get("scale", 0.25)), int(data.get("axis", 2)))  # type: ignore[arg-type]
+
 
 @dataclass(frozen=True)
 class Material:
@@ -81,6 +91,13 @@ class Material:
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form (as written into ``transforms.json``)."""
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Material:
+        """Inverse of :meth:`to_json`."""
+        if data["name"] not in ("matte", "glossy", "toon"):
+            raise ValueError(f"material name must be matte, glossy or toon, got {data['name']!r}")
+        return cls(data["name"], float(data["specular"]), float(data["shininess"]), int(data["toon_levels"]))
 
 
 MATTE = Material("matte")
@@ -106,6 +123,16 @@ class Light:
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form (as written into ``transforms.json``)."""
         return {"kind": self.kind, "vector": list(self.vector), "ambient": self.ambient}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Light:
+        """Inverse of :meth:`to_json`."""
+        if data["kind"] not in ("directional", "point"):
+            raise ValueError(f"light kind must be directional or point, got {data['kind']!r}")
+        vector = tuple(float(c) for c in data["vector"])
+        if len(vector) != 3:
+            raise ValueError(f"light vector must have 3 numbers, got {data['vector']!r}")
+        return cls(data["kind"], vector, float(data["ambient"]))  # type: ignore[arg-type]
 
 
 def evaluate_texture(texture: Texture, points: Float[np.ndarray, "N 3"]) -> Float[np.ndarray, "N 3"]:

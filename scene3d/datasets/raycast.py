@@ -97,6 +97,11 @@ class SceneRaycaster:
         self._shininess = np.asarray([[m.shininess for m in row] for row in looks], np.float32)
         self._toon = np.asarray([[m.toon_levels for m in row] for row in looks], np.float32)
 
+    @property
+    def foreground(self) -> Bool[np.ndarray, " O"]:
+        """Whether each object of the scene belongs to the foreground masks."""
+        return self._foreground
+
     # ------------------------------------------------------------------ tracing
     def trace(self, origins: Float[np.ndarray, "N 3"], directions: Float[np.ndarray, "N 3"]) -> Hits:
         """First hits of rays with unit ``directions``."""
@@ -192,21 +197,32 @@ class SceneRaycaster:
             self._toon[look][ids],
         )
 
-    def _supersampled(
-        self, origins: Float[np.ndarray, "S N 3"], directions: Float[np.ndarray, "S N 3"], stylized_too: bool
-    ) -> tuple[Float[np.ndarray, "N 3"], Float[np.ndarray, "N 3"] | None]:
-        """Mean colour over ``S`` sub-pixel rays per pixel (and the stylized colour, when asked)."""
+    def supersampled(
+        self,
+        origins: Float[np.ndarray, "S N 3"],
+        directions: Float[np.ndarray, "S N 3"],
+        looks: tuple[bool, ...] = (False,),
+    ) -> list[Float[np.ndarray, "N 3"]]:
+        """Mean colour in [0, 1] over ``S`` sub-pixel rays per pixel, for each look (``False`` = the normal
+        textures, ``True`` = the stylized set); the rays are traced and shadow-tested once for all looks."""
         s, n = origins.shape[:2]
         d = directions.reshape(-1, 3)
         hits = self.trace(origins.reshape(-1, 3), d)
         light = self._light_visibility(hits)
         d_hit = d[hits.index]
         results = []
-        for stylized in (False, True) if stylized_too else (False,):
+        for stylized in looks:
             color = np.broadcast_to(self._background, (hits.count, 3)).copy()
             color[hits.index] = self._shade(hits, d_hit, light, stylized=stylized)
             results.append(color.reshape(s, n, 3).mean(axis=0))
-        return results[0], (results[1] if stylized_too else None)
+        return results
+
+    def _supersampled(
+        self, origins: Float[np.ndarray, "S N 3"], directions: Float[np.ndarray, "S N 3"], stylized_too: bool
+    ) -> tuple[Float[np.ndarray, "N 3"], Float[np.ndarray, "N 3"] | None]:
+        """Mean colour over ``S`` sub-pixel rays per pixel (and the stylized colour, when asked)."""
+        colors = self.supersampled(origins, directions, (False, True) if stylized_too else (False,))
+        return colors[0], (colors[1] if stylized_too else None)
 
     # ------------------------------------------------------------------ cameras
     def render_pinhole(

@@ -33,6 +33,8 @@ class SceneObject:
         stylized_texture: the look of the ``--stylized`` renders.
         stylized_material: the reflectance of the ``--stylized`` renders.
         foreground: whether the object belongs to the foreground masks (ground, walls and ceilings do not).
+        mesh: the object-local mesh itself, for ``shape == "mesh"`` (a user's mesh; ``params`` then name the file
+            it was read from). Primitives leave it ``None`` and are built from ``shape`` and ``params``.
     """
 
     name: str
@@ -45,11 +47,16 @@ class SceneObject:
     stylized_texture: Texture | None = None
     stylized_material: Material = TOON
     foreground: bool = True
+    mesh: TriMesh | None = None
+
+    def __post_init__(self) -> None:
+        if (self.shape == "mesh") != (self.mesh is not None):
+            raise ValueError(f"object {self.name!r}: a mesh is given exactly when shape is 'mesh', got shape {self.shape!r}")
 
     @cached_property
     def local_mesh(self) -> TriMesh:
         """The mesh in object-local coordinates."""
-        return build_shape(self.shape, self.params)
+        return self.mesh if self.mesh is not None else build_shape(self.shape, self.params)
 
     @cached_property
     def world_mesh(self) -> TriMesh:

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -206,3 +207,43 @@ def rest_on_ground(
     """The translation that puts the rotated ``mesh`` at ``xy`` with its lowest vertex on ``z = z0``."""
     lowest = float((mesh.vertices @ rotation.T)[:, 2].min())
     return np.array([xy[0], xy[1], z0 - lowest])
+
+
+MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".off", ".stl")
+"""File types :func:`read_mesh_file` reads (through trimesh)."""
+
+
+def read_mesh_file(path: str | Path) -> tuple[Float[np.ndarray, "V 3"], Int[np.ndarray, "F 3"]]:
+    """The vertices and triangles of a user's mesh file (OBJ, PLY, GLB/glTF, OFF, STL), all its parts merged.
+
+    Raises:
+        DataError: naming the file, when it is missing, of an unknown type, unreadable, or holds no triangles.
+    """
+    import trimesh
+
+    from scene3d.core.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "mesh file not found")
+    if path.suffix.lower() not in MESH_SUFFIXES:
+        raise DataError(path, None, f"unsupported mesh file type {path.suffix!r}; expected one of {MESH_SUFFIXES}")
+    try:
+        mesh = trimesh.load(str(path), force="mesh", process=False)
+    except Exception as err:  # trimesh raises many types (ValueError, KeyError, struct.error, ...) on bad files
+        raise DataError(path, None, f"cannot read the mesh: {type(err).__name__}: {err}") from err
+    faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))), dtype=np.int64)
+    vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), dtype=np.float64)
+    if faces.ndim != 2 or faces.shape[-1] != 3 or len(faces) == 0 or len(vertices) == 0:
+        raise DataError(path, None, "the file holds no triangles (an empty or non-mesh file)")
+    if not np.isfinite(vertices).all():
+        raise DataError(path, None, "the mesh has non-finite vertex coordinates")
+    return vertices, faces
+
+
+def smooth_mesh(vertices: Float[np.ndarray, "V 3"], faces: Int[np.ndarray, "F 3"]) -> TriMesh:
+    """A :class:`TriMesh` of arbitrary triangles with the primitives' normals: duplicate vertices merged, then split
+    along creases sharper than 35°, angle-weighted smooth normals elsewhere."""
+    import trimesh
+
+    return _from_trimesh(trimesh.Trimesh(vertices=vertices, faces=faces, process=True))

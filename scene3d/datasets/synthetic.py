@@ -104,6 +104,8 @@ def generate_scene(
     stylized: bool = False,
     steps: int = 4,
     instances: int | None = None,
+    mesh: str | Path | None = None,
+    mesh_up: str = "auto",
 ) -> Path:
     """Build and render a synthetic scene into ``out`` as a nerfstudio dataset (``scene3d-data`` reads it).
 
@@ -120,6 +122,12 @@ def generate_scene(
             (``images_stylized/``, frames' ``stylized_file_path``).
         steps: time steps of a ``changing`` scene (>= 2).
         instances: instances of a ``collection`` (default 200).
+        mesh: a user's mesh file (OBJ, PLY, GLB/glTF, OFF, STL) that replaces the foreground objects of an
+            ``object`` or ``forward`` scene: normalised to the scene's scale (longest side
+            :data:`~scene3d.datasets.layouts.USER_MESH_SIZE` m), resting on the ground at the scene's centre, with a
+            seeded solid texture. Its normalised copy is written to ``meshes/user_mesh_source.ply``.
+        mesh_up: the mesh file's up axis, ``y`` or ``z``; ``auto`` is ``y`` for glTF/GLB (their specification's up)
+            and OBJ (the common convention), ``z`` (scene3d's) for the others.
 
     Returns:
         ``out`` as a ``Path``: the dataset folder (for ``changing``, the folder holding ``manifest.json`` and
@@ -128,13 +136,17 @@ def generate_scene(
     Raises:
         ValueError: for an unknown kind or an out-of-range argument.
         OutputFolderError: ``out`` holds files scene3d did not write (nothing is removed).
+        DataError: for a mesh file that cannot be read (naming the file).
     """
     size, views = _check_args(kind, size, views, seed, steps, instances)
+    user_mesh = None
+    if mesh is not None:
+        user_mesh = _read_user_mesh(kind, Path(mesh), mesh_up)
     out = Path(out)
     _prepare_out(out)
     start = time.perf_counter()
     with _torch_single_thread():
-        _generate(kind, out, size, views, seed, stylized, steps, instances)
+        _generate(kind, out, size, views, seed, stylized, steps, instances, user_mesh)
     logger.info("generated %s scene in %s in %.2f s", kind, out, time.perf_counter() - start)
     return out
 
@@ -166,11 +178,35 @@ def _torch_single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def _read_user_mesh(kind: str, path: Path, up: str) -> tuple[Any, Any, str, float]:
+    """Read and normalise a ``--mesh`` file before anything is written: (vertices, faces, source sha256, scale)."""
+    import hashlib
+
+    from scene3d.datasets.layouts import normalise_mesh
+    from scene3d.datasets.shapes import read_mesh_file
+
+    if kind not in ("object", "forward"):
+        raise ValueError(f"mesh applies to kinds 'object' and 'forward', got kind {kind!r}")
+    if up == "auto":
+        up = "y" if path.suffix.lower() in (".glb", ".gltf", ".obj") else "z"
+    vertices, faces = read_mesh_file(path)
+    local, scale = normalise_mesh(vertices, up=up)
+    return local, faces, hashlib.sha256(path.read_bytes()).hexdigest(), scale
+
+
 def _generate(
-    kind: str, out: Path, size: int, views: int, seed: int, stylized: bool, steps: int, instances: int | None
+    kind: str,
+    out: Path,
+    size: int,
+    views: int,
+    seed: int,
+    stylized: bool,
+    steps: int,
+    instances: int | None,
+    user_mesh: tuple[Any, Any, str, float] | None = None,
 ) -> None:
     if kind in ("object", "forward"):
-        _generate_single(kind, out, size, views, seed, stylized)
+        _generate_single(kind, out, size, views, seed, stylized, user_mesh)
     elif kind == "changing":
         from scene3d.datasets.changing import generate_changing
 
@@ -187,10 +223,13 @@ def _generate(
         )
 
 
-def _generate_single(kind: str, out: Path, size: int, views: int, seed: int, stylized: bool) -> None:
+def _generate_single(
+    kind: str, out: Path, size: int, views: int, seed: int, stylized: bool, user_mesh: tuple[Any, Any, str, float] | None
+) -> None:
     from scene3d.datasets import layouts
     from scene3d.datasets.raycast import SceneRaycaster
-    from scene3d.datasets.writer import DatasetWriter, box_json, write_meshes
+    from scene3d.datasets.shapes import smooth_mesh
+    from scene3d.datasets.writer import DatasetWriter, box_json, write_mesh_ply, write_meshes
 
     if kind == "object":
         scene = layouts.object_scene(_rng(seed, 0))
@@ -202,6 +241,17 @@ def _generate_single(kind: str, out: Path, size: int, views: int, seed: int, sty
         rig = layouts.forward_cameras(views, size, _rng(seed, 1))
         held = layouts.held_out_indices(views, every=8)
         pad = 0.05
+    if user_mesh is not None:
+        local, faces, source, scale = user_mesh
+        mesh = smooth_mesh(local, faces)
+        xy = (0.0, 0.0) if kind == "object" else (0.0, 0.7)
+        obj = layouts.user_mesh_object(mesh, _rng(seed, 3), xy=xy, source_sha256=source, scale=scale)
+        scene = layouts.with_user_mesh(scene, obj)
+        # the normalised source (before crease splitting) is what a reader rebuilds the object from
+        import trimesh
+
+        normals = np.asarray(trimesh.Trimesh(vertices=local, faces=faces, process=False).vertex_normals)
+        write_mesh_ply(out / obj.params["file"], local, faces, normals, np.zeros((len(local), 3), np.uint8))
     raycaster = SceneRaycaster(scene)
     writer = DatasetWriter(out, rig.width, rig.height, rig.K, stylized=stylized)
     writer.add_rig(raycaster, rig)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,33 @@ class SamplingOutput:
     """Decoded images in ``[0, 1]``."""
     latents: Float[Tensor, "B C h w"]
     """Final (clean) latents."""
+
+
+@runtime_checkable
+class SamplingAnswerer(Protocol):
+    """A prior that answers the sampling operations itself instead of through the denoising loop.
+
+    The ``groundtruth:`` twins implement it: their answer is the truth at the cameras, which no finite loop of a
+    noise scheduler returns exactly. :func:`text_to_image`, :func:`image_to_image` and :func:`inpaint` check their
+    arguments as usual, embed the prompts with ``prior.embed``, then hand over to these methods when the prior has
+    them. The ControlNet input, initial ``latents``, ``on_step`` hooks and step counts have no effect on such a
+    prior (documented by each twin).
+    """
+
+    def answer_text_to_image(
+        self, embeddings: PromptEmbeddings, *, height: int, width: int, generator: torch.Generator | None,
+        cameras: CameraBatch | None,
+    ) -> SamplingOutput: ...
+
+    def answer_image_to_image(
+        self, images: Tensor, embeddings: PromptEmbeddings, *, strength: float, generator: torch.Generator | None,
+        cameras: CameraBatch | None,
+    ) -> SamplingOutput: ...
+
+    def answer_inpaint(
+        self, images: Tensor, mask: Tensor, embeddings: PromptEmbeddings, *, num_images_per_prompt: int,
+        generator: torch.Generator | None, keep_unmasked: bool, cameras: CameraBatch | None,
+    ) -> SamplingOutput: ...
 
 
 def _noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
@@ -161,6 +188,8 @@ def text_to_image(
     b = len(emb)
     check_cameras(cameras, b)
     _check_control(control, b, height, width)
+    if isinstance(prior, SamplingAnswerer):
+        return prior.answer_text_to_image(emb, height=height, width=width, generator=generator, cameras=cameras)
     f = prior.vae_scale_factor
     shape = (b, prior.latent_channels, height // f, width // f)
     init = _noise(shape, generator, prior.device) if latents is None else latents.to(prior.device, torch.float32)
@@ -196,6 +225,8 @@ def image_to_image(
     emb = _embeddings(prior, prompts, negative_prompt, 1)
     _check_control(control, images.shape[0], h, w)
     check_cameras(cameras, images.shape[0])
+    if isinstance(prior, SamplingAnswerer):
+        return prior.answer_image_to_image(images, emb, strength=strength, generator=generator, cameras=cameras)
     with torch.no_grad():
         init = prior.encode_images(images, generator=generator, sample=True)
     scheduler = prior.scheduler
@@ -255,6 +286,10 @@ def inpaint(
     emb = _embeddings(prior, prompts, negative_prompt, 1)
     if len(emb) not in (1, b):
         raise ValueError(f"give one prompt or {b} prompts (one per image), got {len(emb)}")
+    if isinstance(prior, SamplingAnswerer):
+        return prior.answer_inpaint(images, (mask >= 0.5).float(), emb.repeat(b // len(emb)),
+                                    num_images_per_prompt=k, generator=generator, keep_unmasked=keep_unmasked,
+                                    cameras=cameras)  # fmt: skip
     emb = emb.repeat(k * b // len(emb))
     f = prior.vae_scale_factor
     m_lat = latent_mask(mask_k, (h // f, w // f)).to(prior.device)

@@ -31,12 +31,12 @@ class Imperfections:
     """Per-image scale of the predicted disparity, log-uniform in this range (Depth Anything's output has no unit)."""
     depth_shift_range: tuple[float, float] = (-0.3, 0.3)
     """Per-image shift, uniform in this range times the image's median scaled disparity."""
-    depth_distortion: float = 0.05
+    depth_distortion: float = 0.1
     """Amplitude of a smooth multiplicative distortion ``1 + a·f(x, y)`` (``|f| ≤ 1``) of the disparity."""
     depth_distortion_cells: int = 3
     """The distortion field is bicubically upsampled from a ``cells × cells`` grid of random values (low
     frequency)."""
-    depth_noise: float = 0.01
+    depth_noise: float = 0.02
     """Per-pixel Gaussian noise, as a fraction of the image's median predicted value."""
     normal_noise_deg: float = 5.0
     """Standard deviation, in degrees, of the per-pixel angular noise of the predicted normals."""
@@ -49,8 +49,8 @@ class Imperfections:
     inpaint_offset_px: float = 0.5
     """Offset candidates: the truth is rendered shifted by this many pixels (a random direction)."""
     inpaint_patch_fraction: float = 0.35
-    """Wrong-content candidates: a patch of this fraction of the mask's bounding box side shows another part of the
-    scene (the truth seen from a camera turned by 30°)."""
+    """Wrong-content candidates: a square patch of this fraction of the mask's bounding-box side shows another part
+    of the same view (the truth rolled by half the image)."""
     uncond_blur: float = 0.03
     """The unconditional branch of the noise predictor predicts the render blurred with σ = this × the image side
     (with ``enabled=False`` it predicts the render itself and classifier-free guidance has no direction)."""
@@ -92,7 +92,9 @@ class GroundTruthOptions:
     """Name of one object of the scene (``scene3d.objects[k].name``, e.g. ``object_00``) to answer from alone, with no
     ground, walls or other objects and its bounding-box centre moved to the origin (DreamPolish), or ``"auto"``
     (the foreground object nearest the scene's centre). ``None``: the whole scene."""
-    antialias: bool = True
-    """Colour renders averaged over 2×2 sub-pixel rays (as the dataset's images are); ``False`` is ~4× faster."""
+    antialias: bool = False
+    """Average colour over 2×2 sub-pixel rays, as the dataset's images are (then a render at a stored view is that
+    view's image, bit for bit). Off by default: one ray per pixel is ~4× faster (the twins render at every step)
+    and is what a NeRF renders per pixel; edges are then aliased."""
     imperfections: Imperfections = field(default_factory=Imperfections)
     """Seeded departures from the truth; ``Imperfections(enabled=False)`` gives the exact truth."""
