@@ -319,3 +319,45 @@ def test_keyword_rules_and_scene_variants(object_scene: Path):
     assert bool(seen.hit.any()) and torch.equal(seen.hit, seen.mask)  # every surface seen is the object
     with pytest.raises(ValueError, match="not in the scene"):
         resolve_prior("depth", _preset(object_scene), CPU, groundtruth=GroundTruthOptions(lone_object="chair"))
+
+
+def test_variational_score_twin_is_the_exact_score_of_the_last_render(object_scene: Path):
+    from scene3d.methods.common.priors import variational_score
+    from scene3d.priors import VariationalScore, dsd
+
+    sd = resolve_prior("diffusion", _preset(object_scene), CPU)
+    var = variational_score(sd, rank=4)
+    assert isinstance(var, VariationalScore)
+    cams = _orbit(2, 32)
+    emb = sd.embed("a tabletop scene")
+    gen = torch.Generator().manual_seed(0)
+    z = sd.encode_images(torch.rand(2, 3, 32, 32, generator=gen))
+    noise = torch.randn(2, 3, 32, 32, generator=gen)
+    t = torch.tensor([300, 800])
+    x_t = sd.add_noise(z, noise, t)
+    # before it has seen a render at a camera, ε_ψ is the pretrained ε_φ (a zero-initialised LoRA)
+    assert torch.equal(var.predict_noise(x_t, t, emb, cams), sd.predict_noise(x_t, t, emb, 1.0, cameras=cams).eps)
+    loss = var.diffusion_loss(z, emb, cams.c2w, generator=gen)
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and len(list(var.adapter.parameters())) == 1
+    torch.testing.assert_close(var.predict_noise(x_t, t, emb, cams), noise, atol=1e-4, rtol=0)
+    # DSD (λ_var = 1) with it drives a free image to the truth
+    cam = cams[0]
+    truth = render(sd.source.base, cam, antialias=False).rgb
+    image = torch.full((1, 3, 32, 32), 0.5, requires_grad=True)
+    opt = torch.optim.Adam([image], lr=0.02)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 120)
+    for _ in range(120):
+        latents = sd.encode_images(image.clamp(0, 1))
+        var.diffusion_loss(latents, emb, cam)
+        out = dsd(sd, var, latents, emb, cam, cfg_weight=0.0, variational_weight=1.0, generator=gen)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        schedule.step()
+    assert _psnr(image.detach().clamp(0, 1), truth) >= 30.0
+    # a real or tiny prior gets the LoRA variational score
+    tiny = resolve_prior("diffusion", "tiny-random", CPU)
+    lora = variational_score(tiny, rank=2)
+    assert type(lora) is VariationalScore and lora.adapter.rank == 2
+    lora.adapter.remove()

@@ -35,6 +35,7 @@ from scene3d.datasets.gtpriors.options import GroundTruthOptions
 
 if TYPE_CHECKING:
     from scene3d.priors import CLIPSimilarity, DepthEstimator, NormalEstimator, StableDiffusionPrior, VGGFeatures
+    from scene3d.priors.lora import VariationalScore
     from scene3d.priors.settings import PriorSettings
 
 PriorKind = Literal["diffusion", "inpainting", "controlnet", "depth", "normals", "clip", "vgg"]
@@ -116,3 +117,24 @@ def resolve_prior(  # fmt: skip
             base = TINY_RANDOM if preset == TINY_RANDOM else "sd15"
         return loading.load_diffusion(base, settings, controlnet=preset)
     return loading.LOADERS[kind](preset, settings)
+
+
+def variational_score(
+    prior: StableDiffusionPrior, *, rank: int = 4, camera_dim: int = 16, device: Any = None
+) -> VariationalScore:
+    """The variational score ε_ψ of VSD / DSD for a resolved diffusion prior.
+
+    For a real or ``tiny-random`` prior this is ``VariationalScore(prior, LoRAAdapter(prior.unet, rank,
+    camera_dim=camera_dim, device=device))``: train ``.adapter.parameters()`` with ``.diffusion_loss``. A
+    ``groundtruth:`` prior has no network to adapt; its twin holds the exact score of the last render at each camera
+    (:mod:`scene3d.datasets.gtpriors.variational`), with the same methods. Methods build ε_ψ here, never with
+    ``LoRAAdapter`` directly, so that they run on every kind of preset.
+    """
+    from scene3d.datasets.gtpriors.diffusion import GroundTruthDiffusionPrior
+    from scene3d.priors.lora import LoRAAdapter, VariationalScore
+
+    if isinstance(prior, GroundTruthDiffusionPrior):
+        from scene3d.datasets.gtpriors.variational import GroundTruthVariationalScore
+
+        return GroundTruthVariationalScore(prior)
+    return VariationalScore(prior, LoRAAdapter(prior.unet, rank, camera_dim=camera_dim, device=device))

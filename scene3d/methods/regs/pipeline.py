@@ -69,7 +69,8 @@ class ReGSPipelineConfig(VanillaPipelineConfig):
     """Instead of the two above: a Ref-NPR-style folder (``data_config.json`` + ``style.png``, or ``camera.json``)."""
     vgg: str = "vgg16"
     """VGG-16 weights for the style losses: ``vgg16`` (torchvision's ImageNet weights via ``s3d models fetch vgg16``),
-    a state-dict path, or ``tiny-random`` (offline tests; no real style features)."""
+    a state-dict path, or ``tiny-random`` (offline tests; no real style features); ``groundtruth:PATH`` also
+    gives the tiny-random VGG (features are not a prediction with a truth). Resolved by ``resolve_prior("vgg", …)``."""
     reconstruction_weight: float = 1.0
     """Weight of L_rec (reference view vs reference image)."""
     pseudo_weight: float = 2.0
@@ -274,10 +275,10 @@ class ReGSPipeline(VanillaPipeline):
 
     def vgg(self) -> torch.nn.Module:
         if self._vgg is None:
-            from scene3d.priors.vgg import VGGFeatures
+            from scene3d.methods.common.priors import is_groundtruth, resolve_prior
 
-            self._vgg = _Holder(VGGFeatures.from_pretrained(self.config.vgg).to(self.device))
-            if self.config.vgg == "tiny-random":
+            self._vgg = _Holder(resolve_prior("vgg", self.config.vgg).to(self.device))
+            if self.config.vgg == "tiny-random" or is_groundtruth(self.config.vgg):
                 logger.warning("regs: style losses use tiny-random VGG features (offline test setting, not VGG-16)")
         return self._vgg.module
 
