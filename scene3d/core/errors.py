@@ -88,3 +88,17 @@ class OutputFolderError(Scene3DError, ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class SettingsError(Scene3DError, ValueError):
+    """A setting (a config field, a command-line flag) has a value scene3d cannot run with.
+
+    Args:
+        setting: the flag as a user types it (``--pipeline.iterations-per-scan``) or the field's name.
+        problem: what is wrong with its value, and what is expected.
+    """
+
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"{setting}: {problem}")

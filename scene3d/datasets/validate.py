@@ -86,11 +86,32 @@ def validate_dataset(path: str | Path) -> DatasetSummary:
     path = Path(path)
     if path.is_file():
         return _validate_transforms(path)
+    if path.suffix == ".json" and path.parent.is_dir():
+        _missing_transforms(path)
     if not path.is_dir():
         raise DataError(path, None, "dataset folder does not exist")
     if (path / "manifest.json").is_file() and not (path / "transforms.json").exists():
         return _validate_changing(path / "manifest.json")
+    if not (path / "transforms.json").is_file():
+        _missing_transforms(path / "transforms.json")
     return _validate_transforms(path / "transforms.json")
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG")
+
+
+def _missing_transforms(tf: Path) -> None:
+    """Raise the error for a dataset folder without its ``transforms.json``, with what to do about it."""
+    folder = tf.parent
+    images = [p for p in folder.iterdir() if p.suffix in _IMAGE_SUFFIXES] if folder.is_dir() else []
+    images += [p for p in (folder / "images").glob("*") if p.suffix in _IMAGE_SUFFIXES] if (folder / "images").is_dir() else []
+    hint = (
+        f"the folder holds {len(images)} image(s) but no camera poses: compute them with "
+        f"`ns-process-data images --data {folder} --output-dir DATASET` (COLMAP) and train on DATASET"
+        if images
+        else "a dataset is a folder with a nerfstudio transforms.json (cameras and image paths) and its images"
+    )
+    raise DataError(tf, None, f"file does not exist; {hint}")
 
 
 def load_json(path: Path) -> dict[str, Any]:

@@ -33,9 +33,10 @@ import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
-from scene3d.core.errors import DataError, RunFolderError
+from scene3d.core.errors import DataError, RunFolderError, SettingsError
 from scene3d.core.metrics import psnr, ssim
 from scene3d.methods.clnerf.datamanager import CLNeRFDataManager, CLNeRFDataManagerConfig, cameras_from_poses
 from scene3d.methods.clnerf.field import CLNeRFField
@@ -118,13 +119,13 @@ class CLNeRFPipeline(VanillaPipeline):
         if world_size > 1:
             raise NotImplementedError("CLNeRF's pipeline runs on one device (no DDP)")
         if config.iterations_per_scan < 1:
-            raise ValueError(f"iterations_per_scan must be >= 1, got {config.iterations_per_scan}")
+            raise SettingsError("--pipeline.iterations-per-scan", f"must be >= 1, got {config.iterations_per_scan}")
         if config.buffer_size < 0:
-            raise ValueError(f"buffer_size must be >= 0, got {config.buffer_size}")
+            raise SettingsError("--pipeline.buffer-size", f"must be >= 0, got {config.buffer_size}")
         if not 0.0 < config.lr_final_ratio <= 1.0:
-            raise ValueError(f"lr_final_ratio must be in (0, 1], got {config.lr_final_ratio}")
+            raise SettingsError("--pipeline.lr-final-ratio", f"must be in (0, 1], got {config.lr_final_ratio}")
         if config.mode == "joint" and config.previous_run is not None:
-            raise ValueError("mode='joint' trains every scan at once; it cannot continue a previous run")
+            raise SettingsError("--pipeline.mode", "joint trains every scan at once; it cannot continue a previous run (--pipeline.previous-run)")
         previous = None
         if test_mode == "val" and config.previous_run is not None:
             # read (and check) the previous run before any data is loaded: a bad folder fails fast
@@ -172,8 +173,9 @@ class CLNeRFPipeline(VanillaPipeline):
                 "with the same method (clnerf or clnerf-tiny) and model settings",
             )
         if previous.state.buffer.capacity != self.config.buffer_size:
-            raise ValueError(
-                f"buffer_size is {self.config.buffer_size} but the previous run {previous.run_dir} kept a buffer of "
+            raise SettingsError(
+                "--pipeline.buffer-size",
+                f"is {self.config.buffer_size} but the previous run {previous.run_dir} kept a buffer of "
                 f"{previous.state.buffer.capacity}; pass --pipeline.buffer-size {previous.state.buffer.capacity}"
             )
         if previous.record.get("settings", {}).get("mode") == "joint":
@@ -333,10 +335,12 @@ class CLNeRFPipeline(VanillaPipeline):
             self.run_dir = Path(trainer.base_dir)
             self.method_name = trainer.config.method_name
             if trainer.config.max_num_iterations != self.total_iterations:
-                logger.info(
-                    "CLNeRF runs iterations_per_scan x scans = %d steps (max_num_iterations %d is replaced)",
-                    self.total_iterations, trainer.config.max_num_iterations,
-                )  # fmt: skip
+                CONSOLE.print(
+                    f"[yellow]{self.method_name} trains its own schedule: --pipeline.iterations-per-scan "
+                    f"{self.config.iterations_per_scan} x {self.total_iterations // max(1, self.config.iterations_per_scan)} "
+                    f"phase(s) (one per scan) = {self.total_iterations} steps; --max-num-iterations {trainer.config.max_num_iterations} "
+                    "is replaced (set --pipeline.iterations-per-scan to change the length)."
+                )
                 trainer.config.max_num_iterations = self.total_iterations
             self.carried.scans = [
                 s if s.trained_in else ScanRecord(**{**s.__dict__, "trained_in": str(self.run_dir)}) for s in self.carried.scans

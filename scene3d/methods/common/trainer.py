@@ -24,7 +24,15 @@ chokes on) and reloads them with a bare ``torch.load``. :class:`S3DTrainer` chan
   units, so that default can sit inside the scene);
 * on a CPU the viewer's "Max res" starts at 256 px rather than 512 (a quarter of the rays per frame), so frames
   arrive in seconds while training shares the two cores; the slider still goes up to 2048;
-* every method runs on this machine's device by default (CUDA if present, else the CPU; nerfstudio's is CUDA).
+* every method runs on this machine's device by default (CUDA if present, else the CPU; nerfstudio's is CUDA);
+* under ``ns-train``, scene3d's own input errors (:class:`~scene3d.core.errors.Scene3DError`: bad data, a missing
+  pretrained model, a bad setting, a wrong run folder) end the run with that one line instead of a traceback
+  (``SCENE3D_TRACEBACK=1`` shows it), and nerfstudio's config dump is printed once the pipeline is set up, so a run
+  that fails setting up does not bury its error under it;
+* when training ends with the viewer open, the message says how to exit and which flag exits by itself
+  (``--viewer.quit-on-train-completion True``), and Ctrl-C then ends ``ns-train`` cleanly (exit 0, no traceback);
+* a resumed run (``--load-dir``) trains ``--max-num-iterations`` more steps, as nerfstudio does, and says so; its
+  progress line and ETA count to the step it will end at (nerfstudio's count to ``max_num_iterations`` alone).
 
 Importing this module also hides the warnings that nerfstudio 1.1.5's own code triggers on current torch (list
 indexing in its cameras, ``torch.cuda.amp`` in its trainer and activations, ``float()`` of losses in its writer):
@@ -34,6 +42,8 @@ nerfstudio's modules only.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +64,7 @@ from scene3d.core.checkpoint import (
     remove_stale_temporaries,
     to_plain,
 )
-from scene3d.core.errors import RunFolderError
+from scene3d.core.errors import RunFolderError, Scene3DError
 
 _NERFSTUDIO_ON_NEW_TORCH = (
     "Using a non-tuple sequence for multidimensional indexing",  # cameras.py indexes with lists
@@ -136,6 +146,40 @@ class S3DTrainerConfig(TrainerConfig):
     viewer: ViewerConfig = field(default_factory=local_viewer)
     """Viewer settings; ``--viewer.websocket-host 0.0.0.0`` serves it to other machines."""
 
+    def print_to_terminal(self) -> None:
+        """``ns-train`` calls this first: scene3d's errors become one line, and the config dump waits for setup.
+
+        The dump is printed by :meth:`S3DTrainer.setup` once the pipeline (dataset, model, priors) is set up, so a
+        run that fails there ends with its one-line error rather than after the ~200-line dump.
+        """
+        global _print_config_after_setup
+        install_error_hook("ns-train")
+        _print_config_after_setup = True
+
+
+_print_config_after_setup = False  # set by S3DTrainerConfig.print_to_terminal (ns-train); read by S3DTrainer.setup
+
+
+def install_error_hook(program: str) -> None:
+    """Make an uncaught :class:`~scene3d.core.errors.Scene3DError` print ``PROGRAM: error: MESSAGE`` and exit 1.
+
+    Every other exception keeps Python's (or the previous hook's) report. ``SCENE3D_TRACEBACK=1`` keeps the
+    traceback for scene3d's errors too. Installing twice is harmless.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "scene3d_program", None) is not None:
+        return
+
+    def hook(exc_type, exc, tb) -> None:  # noqa: ANN001 - sys.excepthook's signature
+        if isinstance(exc, Scene3DError) and os.environ.get("SCENE3D_TRACEBACK", "") in ("", "0"):
+            sys.stderr.write(f"{program}: error: {exc}\n")
+            sys.stderr.flush()
+            return
+        previous(exc_type, exc, tb)
+
+    hook.scene3d_program = program  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
 
 class S3DTrainer(Trainer):
     """nerfstudio's trainer with atomic, weights-only checkpoints (see the module docstring)."""
@@ -145,6 +189,18 @@ class S3DTrainer(Trainer):
     def setup(self, test_mode: str = "val") -> None:  # type: ignore[override]
         """nerfstudio's setup, then a starting viewpoint for every browser that connects to the viewer."""
         super().setup(test_mode=test_mode)
+        if _print_config_after_setup and self.local_rank == 0:
+            TrainerConfig.print_to_terminal(self.config)  # deferred by S3DTrainerConfig.print_to_terminal
+        if self._start_step > 0:
+            end = self._start_step + self.config.max_num_iterations
+            CONSOLE.print(
+                f"Training {self.config.max_num_iterations} more steps, from step {self._start_step} to {end - 1} "
+                "(--max-num-iterations counts the steps of this run)."
+            )
+            # nerfstudio's progress line and ETA count to max_num_iterations from 0; this run ends at `end`
+            from nerfstudio.utils import writer
+
+            writer.GLOBAL_BUFFER["max_iter"] = end
         for folder in (self.base_dir, self.checkpoint_dir):  # a run started again in its own folder
             remove_stale_temporaries(folder)
         server = getattr(self.viewer_state, "viser_server", None)
@@ -168,6 +224,20 @@ class S3DTrainer(Trainer):
         client.camera.position = (eye * VISER_NERFSTUDIO_SCALE_RATIO).numpy()
         client.camera.look_at = (target * VISER_NERFSTUDIO_SCALE_RATIO).numpy()
         client.camera.up_direction = (0.0, 0.0, 1.0)
+
+    def _train_complete_viewer(self) -> None:
+        """Keep the viewer up after training, as nerfstudio does, until Ctrl-C, which then ends the run cleanly."""
+        if not (self.config.is_viewer_enabled() or self.config.is_viewer_legacy_enabled()):
+            return
+        CONSOLE.print(
+            "Training finished; the viewer stays open until Ctrl-C. To exit when training ends (scripts), pass "
+            "--viewer.quit-on-train-completion True, or train without the viewer: --vis tensorboard.",
+            justify="center",
+        )
+        try:
+            super()._train_complete_viewer()
+        except KeyboardInterrupt:
+            CONSOLE.print("Viewer closed.")
 
     def train_iteration(self, step: int):  # type: ignore[override]
         """nerfstudio's iteration, or the pipeline's own when it implements :class:`CustomIteration`."""

@@ -23,6 +23,7 @@ from nerfstudio.viewer.viewer_elements import ViewerControl, ViewerNumber, Viewe
 from torch import Tensor
 from torch.nn import Parameter
 
+from scene3d.core.errors import SettingsError
 from scene3d.methods.epigraf.data import ImageCollection
 from scene3d.methods.epigraf.discriminator import PatchDiscriminator
 from scene3d.methods.epigraf.gan import (
@@ -141,9 +142,9 @@ class EpiGRAFModel(Model):
         self.cube_scale = info.cube_scale
         self.label_dim = info.labels.shape[1] if cfg.use_labels else 0
         if cfg.use_labels and self.label_dim == 0:
-            raise ValueError(f"use_labels is set but {info.description} has no 'labels'")
+            raise SettingsError("--pipeline.model.use-labels", f"is set but {info.description} has no 'labels'")
         if cfg.patch_resolution > info.resolution:
-            raise ValueError(f"patch_resolution {cfg.patch_resolution} exceeds the images' resolution {info.resolution}")
+            raise SettingsError("--pipeline.model.patch-resolution", f"{cfg.patch_resolution} exceeds the images' resolution {info.resolution}")
         mode = cfg.background
         if mode == "auto":
             mode = "constant" if info.background is not None else "last-sample"

@@ -22,6 +22,7 @@ from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from torch import Tensor
 
+from scene3d.core.errors import SettingsError
 from scene3d.methods.epigraf.datamanager import EpiGRAFDataManager, EpiGRAFDataManagerConfig
 from scene3d.methods.epigraf.model import EpiGRAFModel, EpiGRAFModelConfig
 
@@ -68,7 +69,10 @@ class EpiGRAFPipeline(VanillaPipeline):
         batch = config.datamanager.images_per_batch
         group = min(config.model.mbstd_group_size, batch)
         if batch % group:
-            raise ValueError(f"images_per_batch ({batch}) must be a multiple of the minibatch-std group ({group})")
+            raise SettingsError(
+                "--pipeline.datamanager.images-per-batch",
+                f"({batch}) must be a multiple of the minibatch-std group ({group}, --pipeline.model.mbstd-group-size)",
+            )
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
 
     def _z(self, batch: int) -> Tensor:

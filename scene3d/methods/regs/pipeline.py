@@ -34,7 +34,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from torch import Tensor
 
 from scene3d.core import metrics
-from scene3d.core.errors import RunFolderError
+from scene3d.core.errors import RunFolderError, SettingsError
 from scene3d.datasets.dataparser import Scene3DDataParserConfig
 from scene3d.methods.regs import control, losses, matching, reference, warp
 from scene3d.methods.regs.model import ReGSModel, ReGSModelConfig
@@ -219,8 +219,9 @@ class ReGSPipeline(VanillaPipeline):
         """
         c = self.config
         if c.reference_folder is not None and (c.reference_image is not None or c.reference_view is not None):
-            raise ValueError(
-                "give either --pipeline.reference-folder or --pipeline.reference-image with --pipeline.reference-view, not both"
+            raise SettingsError(
+                "--pipeline.reference-folder",
+                "give either --pipeline.reference-folder or --pipeline.reference-image with --pipeline.reference-view, not both",
             )
         outputs = self.datamanager.train_dataparser_outputs  # type: ignore[attr-defined]
         filenames = [str(f) for f in outputs.image_filenames]
@@ -252,15 +253,16 @@ class ReGSPipeline(VanillaPipeline):
                 index, name = None, f"test view {Path(eval_files[j]).name}"
         elif c.reference_image is not None:
             if c.reference_view is None:
-                raise ValueError("--pipeline.reference-view must name the training view the reference restyles (name or index)")
+                raise SettingsError("--pipeline.reference-view", "must name the training view the reference restyles (name or index)")
             image_path = c.reference_image
             index = reference.resolve_view(c.reference_view, filenames)
             viewmat, K, (width, height) = viewmats[index : index + 1], Ks[index : index + 1], sizes[index]
             name = Path(filenames[index]).name
         else:
-            raise ValueError(
+            raise SettingsError(
+                "--pipeline.reference-image",
                 "regs needs a stylized reference: --pipeline.reference-image IMG --pipeline.reference-view NAME, "
-                "or --pipeline.reference-folder DIR"
+                "or --pipeline.reference-folder DIR",
             )
         image = reference.load_reference_image(image_path, width, height, f"'{name}'", bg).to(self.device)
         return Reference(image=image, viewmat=viewmat, K=K, width=width, height=height, train_index=index, name=name)
@@ -289,7 +291,8 @@ class ReGSPipeline(VanillaPipeline):
         (``False``).
 
         Raises:
-            RunFolderError: when the checkpoint holds no Gaussian splat parameters.
+            RunFolderError: when the checkpoint holds no Gaussian splat parameters, or the splat run was trained on
+                another scene than ``--data``.
         """
         pipe = {k.removeprefix("module."): v for k, v in state.get("pipeline", {}).items()}
         if "_model.source_means" in pipe:
@@ -302,9 +305,39 @@ class ReGSPipeline(VanillaPipeline):
                 "is not an s3d-splat run: its checkpoint holds no Gaussian splat parameters (gauss_params.*); "
                 "regs starts from a scene trained with `ns-train s3d-splat` (or s3d-splat-tiny) on the same data",
             )
+        self._check_same_scene(path.parent.parent if path.parent.name == "nerfstudio_models" else path.parent)
         self.regs_model.start_from({name: pipe[k] for name, k in keys.items()})
         self.cache = None
         return True
+
+    def _check_same_scene(self, run: Path) -> None:
+        """Refuse a splat run trained on another scene than ``--data``: ReGS restyles the scene the run learned,
+        from that scene's cameras and images (a copy of the same dataset elsewhere is the same scene).
+
+        Raises:
+            RunFolderError: the run's ``config.yml`` names a dataset whose frames differ from ``--data``'s.
+        """
+        from scene3d.datasets.identity import dataset_fingerprint
+        from scene3d.export.runs import read_run
+
+        ours = Path(self.datamanager.config.dataparser.data)  # type: ignore[attr-defined]
+        if not (run / "config.yml").is_file():
+            logger.warning("regs: %s has no config.yml; cannot check that it was trained on %s", run, ours)
+            return
+        theirs = read_run(run / "config.yml").data
+        if theirs is None or not theirs.exists():
+            logger.warning("regs: the dataset %s was trained on (%s) is gone; cannot check it is %s", run, theirs, ours)
+            return
+        if theirs.resolve() == ours.resolve():
+            return
+        mine, other = dataset_fingerprint(ours), dataset_fingerprint(theirs)
+        if mine is not None and mine == other:
+            return
+        raise RunFolderError(
+            run,
+            f"was trained on {theirs}, another scene than --data {ours} (other frames or cameras); regs restyles the "
+            f"scene a splat run learned: pass --data {theirs}, or train s3d-splat on {ours} first",
+        )
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> list[TrainingCallback]:
         trainer = training_callback_attributes.trainer
@@ -312,7 +345,7 @@ class ReGSPipeline(VanillaPipeline):
             # nerfstudio runs max_num_iterations more steps after the step it resumes from
             self.total_steps = int(getattr(trainer, "_start_step", 0)) + int(trainer.config.max_num_iterations)
         if not self.regs_model.has_source:
-            raise ValueError("regs stylizes a trained splat scene: pass the s3d-splat run as --load-dir RUN")
+            raise SettingsError("--load-dir", "regs stylizes a trained splat scene: pass the s3d-splat run as --load-dir RUN")
         self.prepare()
         return super().get_training_callbacks(training_callback_attributes)
 
@@ -325,7 +358,7 @@ class ReGSPipeline(VanillaPipeline):
             self.reference = self.load_reference()
         model, ref, c = self.regs_model, self.reference, self.config
         if not model.has_source:
-            raise ValueError("regs has no source Gaussians yet: pass the s3d-splat run as --load-dir RUN")
+            raise SettingsError("--load-dir", "regs has no source Gaussians yet: pass the s3d-splat run as --load-dir RUN")
         viewmats, Ks, sizes = self._train_cameras()
         black = torch.zeros(3, device=self.device)
         centers = torch.stack([warp.camera_center(v) for v in viewmats])
@@ -355,7 +388,7 @@ class ReGSPipeline(VanillaPipeline):
             matches.append(matching.match_view(targets, vgg, s.rgb, max_distance=c.patch_max_distance))
         candidates = torch.tensor([i for i in range(len(sizes)) if i != ref.train_index], dtype=torch.long)
         if len(candidates) == 0:
-            raise ValueError("regs needs at least one training view besides the reference view")
+            raise SettingsError("--pipeline.reference-view", "regs needs at least one training view besides the reference view")
         self.cache = ReGSCache(viewmats, Ks, sizes, depth_targets, warps, targets, matches, candidates)
         coverage = sum(len(wp) for wp in warps) / max(1, sum(w * h for w, h in sizes))
         logger.info("regs: %d views, pseudo-targets cover %.1f%% of their pixels", len(sizes), 100 * coverage)

@@ -34,7 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from scene3d.core.errors import DataError
+from scene3d.core.errors import DataError, SettingsError
 
 CONFIG_FILE = "data_config.json"
 CAMERA_FILE = "camera.json"
@@ -133,15 +133,15 @@ def resolve_view(view: str | int, filenames: Sequence[str | Path]) -> int:
     if isinstance(view, int) or text.lstrip("-").isdigit():
         i = int(text)
         if not 0 <= i < len(names):
-            raise ValueError(f"reference view index must be in [0, {len(names)}), got {i}")
+            raise SettingsError("--pipeline.reference-view", f"reference view index must be in [0, {len(names)}), got {i}")
         return i
     hits = [i for i, (full, name, stem) in enumerate(names) if text in (name, stem) or full.endswith("/" + text) or full == text]
     if len(hits) == 1:
         return hits[0]
     shown = ", ".join(n[1] for n in names[:4]) + (", ..." if len(names) > 4 else "")
     if not hits:
-        raise ValueError(f"reference view '{text}' is not a training view (there are {len(names)}: {shown})")
-    raise ValueError(f"reference view '{text}' names {len(hits)} training views; give the index or a longer path")
+        raise SettingsError("--pipeline.reference-view", f"reference view '{text}' is not a training view (there are {len(names)}: {shown})")
+    raise SettingsError("--pipeline.reference-view", f"reference view '{text}' names {len(hits)} training views; give the index or a longer path")
 
 
 def _camera(block: object, path: Path, field: str) -> ReferenceCamera:

@@ -110,7 +110,7 @@ def test_an_unfinished_or_incompatible_previous_run_is_refused(first_run: Path, 
     bigger.pipeline.model.hash_levels = 5
     with pytest.raises(RunFolderError, match="model sizes"):
         _setup(bigger)
-    with pytest.raises(ValueError, match="buffer_size"):
+    with pytest.raises(ValueError, match="buffer-size"):
         _setup(micro.config(sphere_scans / "scan_1", previous_run=first_run, buffer_size=3))
     assert folder_digest(first_run) == before
 

@@ -138,6 +138,16 @@ def test_bad_input_fails_before_training(stylized_scene: Path, splat_run: Path, 
         _setup(_config(stylized_scene, fake.parent, tmp_path / "out", 2))
     with pytest.raises(RunFolderError, match="holds no step"):
         _setup(_config(stylized_scene, tmp_path, tmp_path / "out", 2))
+    # a splat run trained on another scene than --data (seen: regs-tiny finished with exit 0)
+    import shutil
+
+    other = tmp_path / "other_scene"
+    shutil.copytree(stylized_scene, other)
+    meta = json.loads((other / "transforms.json").read_text())
+    meta["frames"][0]["transform_matrix"][0][3] += 0.5  # other cameras: another capture
+    (other / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(RunFolderError, match=r"was trained on .*another scene than --data .*other_scene"):
+        _setup(_config(other, splat_run, tmp_path / "out", 2))
     # no --load-dir at all
     cfg = _config(stylized_scene, splat_run, tmp_path / "out", 2)
     cfg.load_dir = None

@@ -45,7 +45,7 @@ def trained(object_scene: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.slow
-def test_train_save_resume(trained, object_scene: Path, tmp_path: Path):
+def test_train_save_resume(trained, object_scene: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     cfg, trainer = trained
     ckpt_dir = cfg.get_base_dir() / cfg.relative_model_dir
     assert checkpoint_steps(ckpt_dir) == [24]
@@ -57,8 +57,14 @@ def test_train_save_resume(trained, object_scene: Path, tmp_path: Path):
     # the dynamic batch moved away from the configured 2048 rays
     assert trainer.pipeline.datamanager.train_pixel_sampler.num_rays_per_batch != 2048
 
+    capsys.readouterr()
     cfg2, trainer2 = _trainer(object_scene, tmp_path / "resumed", 5, load_dir=ckpt_dir)
     assert trainer2._start_step == 25
+    # --max-num-iterations on resume: 5 more steps, and the progress line / ETA count to step 30, not to 5
+    from nerfstudio.utils import writer
+
+    assert writer.GLOBAL_BUFFER["max_iter"] == 30
+    assert "Training 5 more steps, from step 25 to 29" in " ".join(capsys.readouterr().out.split())
     assert checkpoint_steps(cfg2.get_base_dir() / cfg2.relative_model_dir) == [29]
     resumed = trainer2.pipeline.model.state_dict()["field.encoding.params"]
     assert not torch.equal(resumed, state["pipeline"]["_model.field.encoding.params"])
