@@ -1,4 +1,4 @@
-"""``import scene3d`` is light, and the layers a user reuses outside nerfstudio never import it (DESIGN.md)."""
+"""``import scene3d`` is light, and the layers a user reuses outside nerfstudio never import it (docs/design.md, "Layers")."""
 
 from __future__ import annotations
 

@@ -257,7 +257,7 @@ def print_commands(ctx: DemoContext) -> None:
     commands = [
         ("open the viewer on the result", f"ns-viewer --load-config {cfg} --viewer.websocket-host 127.0.0.1"),
         ("re-export the mesh (.ply, .obj or .glb)", f"s3d export mesh --load-config {cfg} --out {ctx.out / 'mesh.glb'}"),
-        ("render a video (needs ffmpeg on PATH)", f"ns-render interpolate --load-config {cfg} --output-path {ctx.out / 'interpolate.mp4'}"),
+        ("render a video along the training cameras (needs ffmpeg on PATH)", f"ns-render interpolate --load-config {cfg} --output-path {ctx.out / 'interpolate.mp4'}"),
         ("evaluate on the held-out views", f"ns-eval --load-config {cfg} --output-path {ctx.out / 'eval.json'}"),
         ("export a point cloud", f"ns-export pointcloud --load-config {cfg} --output-dir {ctx.out / 'pointcloud'}"),
     ]  # fmt: skip

@@ -50,10 +50,18 @@ def _settings(args: argparse.Namespace, revision: str | None = None, name: str |
     return settings
 
 
+def registered_methods() -> set[str]:
+    """The ``ns-train`` methods installed in this environment (nerfstudio's plugin entry points), ``-tiny`` included."""
+    from importlib.metadata import entry_points
+
+    return {ep.name for ep in entry_points(group="nerfstudio.method_configs")}
+
+
 def _list(args: argparse.Namespace) -> int:
     from scene3d.priors.presets import PRESETS, locate
 
     settings = _settings(args)
+    installed = registered_methods()
     rows = [("NAME", "KIND", "MODEL", "REVISION SETTING", "USED BY", "STATUS")]
     for p in PRESETS.values():
         try:
@@ -61,7 +69,8 @@ def _list(args: argparse.Namespace) -> int:
             status = f"{loc.source} ({loc.revision[:12] if loc.source == 'hf-cache' else loc.path})"
         except ModelNotFoundError:
             status = "missing"
-        rows.append((p.name, p.kind, p.hf_id, f"${p.revision_setting}", ",".join(p.used_by), status))
+        used_by = ",".join(m for m in p.used_by if m in installed) or "-"  # only methods that exist here
+        rows.append((p.name, p.kind, p.hf_id, f"${p.revision_setting}", used_by, status))
     rows.append(("tiny-random", "all", "(built in memory, seeded)", "-", "tests, *-tiny", "always"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:

@@ -5,7 +5,7 @@ transformers ``CLIPTextModel``/``CLIPModel``/``DepthAnythingForDepthEstimation``
 layout), shrunk: a 3-level UNet with cross-attention in the two outer levels (so it has decoder self-attention at
 two resolutions, like SD's three), a 2-level VAE (latents are images / 2), a 2-layer text encoder with a 16-token
 byte-level tokenizer. The tokenizer is written to a folder and read back with ``CLIPTokenizer.from_pretrained``
-(STYLE.md rule 9).
+(docs/design.md, "Tests").
 
 :func:`save_tiny_random` writes the whole set in the real on-disk layout, one folder per preset name, so that
 ``PriorSettings(models_dir=folder)`` loads it through the same code path as downloaded weights.

@@ -1,5 +1,5 @@
 """Every method scene3d registers with nerfstudio: found through the entry point, on this machine's device, with the
-viewer on localhost, and each ``<name>`` paired with a ``<name>-tiny`` (DESIGN.md, two scales)."""
+viewer on localhost, and each ``<name>`` paired with a ``<name>-tiny`` (docs/design.md, "Two scales, one code path")."""
 
 from __future__ import annotations
 

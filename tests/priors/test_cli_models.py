@@ -23,6 +23,19 @@ def test_list_and_check_report_missing_models(tmp_path: Path, monkeypatch, capsy
     assert "MISSING  sd15" in out and "s3d models fetch sd15" in out and "SCENE3D_MODELS_DIR" in out
 
 
+def test_list_names_only_methods_that_exist(tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture[str]):
+    from scene3d.cli import models
+    from scene3d.priors.presets import PRESETS
+
+    monkeypatch.setattr(models, "registered_methods", lambda: {"regs", "regs-tiny", "s3d-nerf"})
+    assert main(["list", "--models-dir", str(tmp_path / "none"), "--hf-cache", str(tmp_path / "hf")]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:] if line.strip()}
+    for preset in PRESETS.values():
+        used = rows[preset.name][4]
+        assert used == ("regs" if "regs" in preset.used_by else "-"), (preset.name, used)
+    assert {m for p in PRESETS.values() for m in p.used_by} - {"regs"}, "the presets name methods not installed here"
+
+
 def test_fetch_tiny_random_then_check_loads_everything(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert main(["fetch", "tiny-random", "--to", str(tmp_path)]) == 0
     assert main(["check", "--models-dir", str(tmp_path), "--load"]) == 0

@@ -1,6 +1,6 @@
 """The one place a method turns a prior preset into a prior: :func:`resolve_prior`.
 
-Three kinds of preset serve every generation method (DESIGN.md, "Measuring what a generative method does"):
+Three kinds of preset serve every generation method (docs/design.md, "Pretrained models and priors"):
 
 * a real preset (``sd21-base``, ``clip-vit-b32``, …): the pretrained model, loaded offline by
   :mod:`scene3d.priors.loading`;

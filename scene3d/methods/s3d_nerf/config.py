@@ -1,7 +1,7 @@
 """``ns-train s3d-nerf`` (Instant-NGP scale, for a GPU) and ``ns-train s3d-nerf-tiny`` (the same algorithm for a CPU).
 
 Both read scene3d datasets through the ``scene3d-data`` dataparser by default (``ns-train s3d-nerf-tiny
-scene3d-data --data DIR``) and train under :class:`~scene3d.methods.common.trainer.S3DTrainerConfig`.
+--data DIR``; runs land in ``outputs/<DIR's name>/s3d-nerf-tiny/<timestamp>``) and train under :class:`~scene3d.methods.common.trainer.S3DTrainerConfig`.
 """
 
 from __future__ import annotations
