@@ -13,6 +13,7 @@ import sys
 
 # kind -> (module with a ``main(argv: list[str]) -> int``, one-line help)
 EXPORTERS: dict[str, tuple[str, str]] = {
+    "dreamspace": ("scene3d.export.dreamspace", "a DreamSpace run's retextured room (.glb, or .obj + .mtl + .png) and panorama"),
     "epigraf": ("scene3d.export.epigraf", "an EpiGRAF instance (--seed) as a coloured mesh (.ply) and a turntable video"),
     "splat": ("scene3d.export.splat", "a run's Gaussian splats as a 3DGS .ply or a .splat"),
     "mesh": ("scene3d.export.mesh", "a NeRF run's density surface as a coloured mesh (.ply, .obj, .glb)"),

@@ -26,6 +26,10 @@ from torch import Tensor
 OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 """Right-multiply a camera-to-world matrix by this to switch between the OpenGL and OpenCV camera axes."""
 
+Z_UP_TO_Y_UP = torch.tensor([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=torch.float64)
+"""World +Z up (scene3d, nerfstudio) to +Y up (glTF): ``(x, y, z) → (x, z, −y)``, a −90° turn about X. Its
+transpose turns a glTF file's frame back to scene3d's."""
+
 
 def look_at(
     eye: Float[Tensor, "*batch 3"],

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from scene3d.core.checkpoint import atomic_write
-from scene3d.export.textured import Z_UP_TO_Y_UP_MATRIX
+from scene3d.core.cameras import Z_UP_TO_Y_UP
 from scene3d.renderers import isosurface
 
 logger = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def write_mesh(mesh: Mesh, path: str | Path) -> Path:
     alpha = np.full((len(mesh.colors), 1), 255, dtype=np.uint8)
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=np.hstack([mesh.colors, alpha]), process=False)
     if suffix == ".glb":  # glTF is +Y up (scene3d.export.textured writes its GLBs the same way)
-        tm.apply_transform(Z_UP_TO_Y_UP_MATRIX)
+        tm.apply_transform(Z_UP_TO_Y_UP.numpy())
     data = tm.export(file_type=suffix[1:], include_color=True) if suffix == ".obj" else tm.export(file_type=suffix[1:])
     blob = data.encode("utf-8") if isinstance(data, str) else data
     atomic_write(path, lambda f: f.write(blob))

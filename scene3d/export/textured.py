@@ -47,11 +47,9 @@ _GLB_MAGIC, _JSON_CHUNK, _BIN_CHUNK = 0x46546C67, 0x4E4F534A, 0x004E4942
 _FLOAT, _UINT = 5126, 5125
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 _LINEAR, _LINEAR_MIPMAP_LINEAR, _CLAMP_TO_EDGE = 9729, 9987, 33071
-Z_UP_TO_Y_UP = (-math.sqrt(0.5), 0.0, 0.0, math.sqrt(0.5))
-"""The root node's rotation quaternion ``(x, y, z, w)``: −90° about X, taking scene3d's +Z up to glTF's +Y up."""
-Z_UP_TO_Y_UP_MATRIX = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
-"""The same rotation as a 4×4 matrix: ``(x, y, z) → (x, z, −y)``; its transpose takes a glTF file's +Y up back to
-scene3d's +Z up."""
+Z_UP_TO_Y_UP_QUATERNION = (-math.sqrt(0.5), 0.0, 0.0, math.sqrt(0.5))
+"""The root node's rotation ``(x, y, z, w)``: −90° about X (:data:`scene3d.core.cameras.Z_UP_TO_Y_UP`), taking
+scene3d's +Z up to glTF's +Y up."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +120,7 @@ def glb_bytes(mesh: TexturedMesh) -> bytes:
         "extensionsUsed": ["KHR_materials_unlit"],
         "scene": 0,
         "scenes": [{"nodes": [0]}],
-        "nodes": [{"name": "scene3d (+Z up)", "rotation": list(Z_UP_TO_Y_UP), "children": [1]}, {"mesh": 0}],
+        "nodes": [{"name": "scene3d (+Z up)", "rotation": list(Z_UP_TO_Y_UP_QUATERNION), "children": [1]}, {"mesh": 0}],
         "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "indices": 2, "material": 0}]}],
         "materials": [{
             "pbrMetallicRoughness": {"baseColorTexture": {"index": 0}, "metallicFactor": 0.0, "roughnessFactor": 1.0},

@@ -88,9 +88,9 @@ def load_asset(path: str | Path) -> SplatScene | "trimesh.Trimesh":  # noqa: F82
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise ValueError(f"{path}: holds no triangles (a point cloud PLY? view it as splats or in a mesh tool)")
     if suffix in (".glb", ".gltf"):  # glTF is +Y up; the viewer's world is +Z up, as scene3d's
-        from scene3d.export.textured import Z_UP_TO_Y_UP_MATRIX
+        from scene3d.core.cameras import Z_UP_TO_Y_UP
 
-        mesh.apply_transform(Z_UP_TO_Y_UP_MATRIX.T)
+        mesh.apply_transform(Z_UP_TO_Y_UP.numpy().T)
     return mesh
 
 
