@@ -71,6 +71,9 @@ class RadianceField(nn.Module):
             ``a · (1 − |x − c| / std)`` with ``c`` the box centre (Magic3D's and threestudio's ``blob_magic3d``):
             object-centric text-to-3D starts from a dense ball instead of empty space. 0 (default): none.
         density_blob_std: the blob's radius ``std`` in world units.
+        with_color: build the colour head; ``False`` leaves a density field with geometry features only
+            (:meth:`geometry`, :meth:`density`), for heads of other kinds on the shared density (QNeRF's query
+            heads); :meth:`color` and :meth:`forward` then raise.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class RadianceField(nn.Module):
         density_bias: float = 0.0,
         density_blob_scale: float = 0.0,
         density_blob_std: float = 0.5,
+        with_color: bool = True,
     ) -> None:
         super().__init__()
         aabb = torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3)
@@ -107,9 +111,11 @@ class RadianceField(nn.Module):
         self.density_extra_dim = density_extra_dim
         self.color_extra_dim = color_extra_dim
         self.density_mlp = MLP(encoding.out_dim + density_extra_dim, density_hidden, density_layers, 1 + geo_feat_dim)
-        self.color_mlp = MLP(
-            sh_dim(sh_degree) + geo_feat_dim + color_extra_dim, color_hidden, color_layers, 3, out_activation="sigmoid"
-        )
+        self.color_mlp: MLP | None = None
+        if with_color:
+            self.color_mlp = MLP(
+                sh_dim(sh_degree) + geo_feat_dim + color_extra_dim, color_hidden, color_layers, 3, out_activation="sigmoid"
+            )
         with torch.no_grad():
             last = self.density_mlp.net[-2]
             assert isinstance(last, nn.Linear)
@@ -160,6 +166,8 @@ class RadianceField(nn.Module):
         color_extra: Float[Tensor, "S E"] | None = None,
     ) -> Float[Tensor, "S 3"]:
         """Colour for unit view directions and geometry features."""
+        if self.color_mlp is None:
+            raise ValueError("this field was built with with_color=False: it has no colour head")
         self._check_extra(color_extra, self.color_extra_dim, directions.shape[0], "color_extra")
         parts = [spherical_harmonics(directions, self.sh_degree), features]
         if color_extra is not None:

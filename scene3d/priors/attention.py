@@ -10,9 +10,12 @@ diffusers' ``AttnProcessor2_0`` with hooks) on chosen layers and removes it afte
 * ``inject_queries``: replace ``Q`` by given tensors (hard injection);
 * ``record_kv`` / ``inject_kv``: keep ``K, V`` of a source pass, then use them in a target pass (MasaCtrl's
   mutual self-attention ``softmax(Q_tgt K_srcᵀ/√d) V_src``); run both passes at the same timestep and batch layout.
+  ``kv_layers`` names the layers these act on when they differ from the query layers (MasaCtrl injects from the
+  decoder's finer levels on, QNeRF records queries at all nine decoder layers: one control serves both).
 
 :func:`soft_query_injection` is QNeRF's soft injection: one gradient step on the latent toward target queries,
-``z ← z − α ∇_z Σ_l ‖q_l(z) − q̂_l‖²``.
+``z ← z − α ∇_z Σ_l ‖q_l(z) − q̂_l‖²`` (or the scale-free Polyak step, see its ``rule``), optionally with a
+ControlNet input and inside an active control that injects source keys/values, as QNeRF's MasaCtrl edit needs.
 
 Batches: with classifier-free guidance the UNet batch is ``[uncond; cond]`` (2B); recorded tensors hold the whole
 UNet batch, and injected tensors whose batch divides it are repeated over it (a ``[B, N, C]`` target serves both
@@ -40,7 +43,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from scene3d.priors.diffusion import StableDiffusionPrior
+from scene3d.core.cameras import CameraBatch
+from scene3d.priors.diffusion import ControlInput, StableDiffusionPrior
 from scene3d.priors.text import PromptEmbeddings
 
 
@@ -109,14 +113,15 @@ class ControlledAttnProcessor:
             context = hidden_states
 
         query = attn.to_q(hidden_states)
-        if ctrl.inject_queries is not None and self.name in ctrl.inject_queries:
+        on_queries, on_kv = self.name in ctrl.query_layer_set, self.name in ctrl.kv_layer_set
+        if on_queries and ctrl.inject_queries is not None and self.name in ctrl.inject_queries:
             query = _match_batch(ctrl.inject_queries[self.name], batch, f"inject_queries[{self.name}]").to(query)
-        if ctrl.record_queries:
+        if on_queries and ctrl.record_queries:
             ctrl.queries[self.name] = query if ctrl.keep_graph else query.detach()
         key, value = attn.to_k(context), attn.to_v(context)
-        if ctrl.record_kv:
+        if on_kv and ctrl.record_kv:
             ctrl.keys[self.name], ctrl.values[self.name] = key.detach(), value.detach()
-        if ctrl.inject_kv:
+        if on_kv and ctrl.inject_kv:
             if self.name not in ctrl.keys:
                 raise ValueError(f"inject_kv: no keys/values recorded for layer {self.name}; run a source pass first")
             key = _match_batch(ctrl.keys[self.name], batch, "recorded keys").to(key)
@@ -146,12 +151,14 @@ class AttentionControl:
 
     Args:
         unet: a diffusers ``UNet2DConditionModel``.
-        layers: attention module names (see :func:`self_attention_layers`); default: the decoder self-attention.
+        layers: attention module names (see :func:`self_attention_layers`) whose queries are recorded or injected;
+            default: the decoder self-attention.
         record_queries: store each layer's queries in :attr:`queries` on every call.
         keep_graph: keep the recorded queries in the autograd graph (for soft injection).
         inject_queries: ``{layer: [B or B', N, C]}`` queries that replace the computed ones.
         record_kv: store keys and values in :attr:`keys` / :attr:`values`.
         inject_kv: use the stored keys and values instead of the computed ones (MasaCtrl).
+        kv_layers: the layers ``record_kv`` / ``inject_kv`` act on; default: ``layers``.
     """
 
     def __init__(
@@ -164,13 +171,16 @@ class AttentionControl:
         inject_queries: Mapping[str, Tensor] | None = None,
         record_kv: bool = False,
         inject_kv: bool = False,
+        kv_layers: Sequence[str] | None = None,
     ) -> None:
         self.unet = unet
         self.layers = list(layers) if layers is not None else self_attention_layers(unet, "decoder")
+        self.kv_layers = list(kv_layers) if kv_layers is not None else list(self.layers)
         known = {name.removesuffix(".processor") for name in unet.attn_processors}
-        unknown = [name for name in self.layers if name not in known]
+        unknown = [name for name in [*self.layers, *self.kv_layers] if name not in known]
         if unknown:
             raise ValueError(f"layers not found among the UNet's attention modules: {unknown}")
+        self.query_layer_set, self.kv_layer_set = frozenset(self.layers), frozenset(self.kv_layers)
         self.record_queries = record_queries
         self.keep_graph = keep_graph
         self.inject_queries = dict(inject_queries) if inject_queries is not None else None
@@ -184,7 +194,7 @@ class AttentionControl:
     def __enter__(self) -> AttentionControl:
         self._saved = dict(self.unet.attn_processors)
         processors = dict(self._saved)
-        for name in self.layers:
+        for name in dict.fromkeys([*self.layers, *self.kv_layers]):
             processors[name + ".processor"] = ControlledAttnProcessor(self, name)
         self.unet.set_attn_processor(processors)
         return self
@@ -198,14 +208,26 @@ class AttentionControl:
 @dataclass
 class SoftInjection:
     latents: Float[Tensor, "B C h w"]
-    """``z − α ∇_z D`` (detached)."""
+    """``z − α ∇_z D`` (or the Polyak step; detached)."""
     distance: Float[Tensor, ""]
     """``D = Σ_l ‖q_l(z) − q̂_l‖²`` before the step."""
+    distances: Float[Tensor, " B"]
+    """``D_b``, each latent's share of ``D`` (the UNet treats the latents of a batch independently)."""
+    step: Float[Tensor, " B"]
+    """The multiplier of ``∇_z D`` applied to each latent (``α`` for ``rule="gradient"``)."""
 
 
-def query_distance(queries: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> Tensor:
-    """``Σ_l ‖q_l − q̂_l‖²`` (squared Frobenius norms summed over the target layers)."""
-    return sum(((queries[name].float() - target.float()) ** 2).sum() for name, target in targets.items())  # type: ignore[return-value]
+SoftInjectionRule = Literal["gradient", "polyak"]
+
+
+def query_distance(queries: Mapping[str, Tensor], targets: Mapping[str, Tensor], *, per_sample: bool = False) -> Tensor:
+    """``Σ_l ‖q_l − q̂_l‖²`` (squared Frobenius norms summed over the target layers); ``per_sample``: one sum per
+    batch element, ``[B]``."""
+    total: Tensor | int = 0
+    for name, target in targets.items():
+        sq = (queries[name].float() - target.float()) ** 2
+        total = total + (sq.flatten(1).sum(1) if per_sample else sq.sum())
+    return total  # type: ignore[return-value]
 
 
 def soft_query_injection(
@@ -216,6 +238,10 @@ def soft_query_injection(
     targets: Mapping[str, Float[Tensor, "B _N _C"]],
     *,
     step_size: float,
+    rule: SoftInjectionRule = "gradient",
+    control: ControlInput | None = None,
+    cameras: CameraBatch | None = None,
+    attention: AttentionControl | None = None,
 ) -> SoftInjection:
     """QNeRF's soft query injection: ``z ← z − α ∇_z Σ_l ‖q_l(z) − q̂_l‖²`` with one conditional UNet pass.
 
@@ -224,11 +250,42 @@ def soft_query_injection(
         timestep: the current timestep.
         embeddings: the edit prompt(s).
         targets: ``{layer: q̂_l}``, e.g. queries volume-rendered from the query NeRF, one per edited view.
-        step_size: ``α`` (the paper's value was not retrieved; tune per scale of ``D``).
+        step_size: ``α`` (the paper's value was not retrieved; see ``rule``).
+        rule: ``"gradient"``: the paper's step ``z − α ∇D``, whose useful ``α`` depends on the scale of ``D``
+            (the UNet, the resolution, the number of layers). ``"polyak"``: ``z − α · D / ‖∇D‖² · ∇D`` (Polyak's
+            step size): ``α`` is the fraction of ``D`` that the linearised step removes, the same for every UNet.
+        control: ControlNet input of the pass (the queries of a ControlNet-guided edit depend on it).
+        cameras: the camera of each latent (passed to ``predict_noise``).
+        attention: an entered :class:`AttentionControl` on ``prior.unet`` to record the queries with, e.g. one that
+            injects a source pass's keys/values (MasaCtrl); its query layers must include the targets' layers.
+            Its flags are restored afterwards. Default: a control of its own on the targets' layers.
     """
+    if step_size < 0:
+        raise ValueError(f"step_size must be >= 0, got {step_size}")
+    if rule not in ("gradient", "polyak"):
+        raise ValueError(f"rule must be 'gradient' or 'polyak', got {rule!r}")
+    if attention is None:
+        with AttentionControl(prior.unet, list(targets)) as own:
+            return soft_query_injection(prior, latents, timestep, embeddings, targets, step_size=step_size, rule=rule,
+                                        control=control, cameras=cameras, attention=own)  # fmt: skip
+    missing = [name for name in targets if name not in attention.query_layer_set]
+    if missing:
+        raise ValueError(f"attention does not control the queries of target layers {missing}")
     z = latents.detach().float().requires_grad_(True)
-    with torch.enable_grad(), AttentionControl(prior.unet, list(targets), record_queries=True, keep_graph=True) as ctrl:
-        prior.predict_noise(z, timestep, embeddings)
-        distance = query_distance(ctrl.queries, targets)
-        (grad,) = torch.autograd.grad(distance, z)
-    return SoftInjection((z - step_size * grad).detach(), distance.detach())
+    saved = (attention.record_queries, attention.keep_graph, attention.inject_queries)
+    attention.record_queries, attention.keep_graph, attention.inject_queries = True, True, None
+    try:
+        with torch.enable_grad():
+            prior.predict_noise(z, timestep, embeddings, control=control, cameras=cameras)
+            distances = query_distance(attention.queries, targets, per_sample=True)
+            (grad,) = torch.autograd.grad(distances.sum(), z)
+    finally:
+        attention.record_queries, attention.keep_graph, attention.inject_queries = saved
+        attention.queries = {k: v.detach() for k, v in attention.queries.items()}
+    distances = distances.detach()
+    if rule == "polyak":  # per latent: the batch's latents do not interact in the UNet
+        step = step_size * distances / grad.flatten(1).square().sum(1).clamp_min(1e-30)
+    else:
+        step = torch.full_like(distances, float(step_size))
+    moved = z.detach() - step.view(-1, *([1] * (z.ndim - 1))) * grad
+    return SoftInjection(moved, distances.sum(), distances, step)

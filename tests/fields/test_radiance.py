@@ -116,3 +116,17 @@ def test_density_blob_makes_a_dense_ball_at_the_box_centre():
     ratio = field.density(points) / plain.density(points)
     # exp(a (1 − r/std)): e^10 at the centre, 1 on the blob's radius, below 1 outside
     torch.testing.assert_close(ratio, torch.exp(10.0 * (1.0 - points[:, 0] / 0.5)), rtol=1e-4, atol=0)
+
+
+def test_density_only_field_has_the_same_geometry_and_no_colour_head():
+    torch.manual_seed(0)
+    with_color = small_field()
+    torch.manual_seed(0)
+    density_only = small_field(with_color=False)
+    pos = torch.rand(6, 3) * 2 - 1
+    assert density_only.color_mlp is None and "color_mlp.net.0.weight" not in density_only.state_dict()
+    d0, f0 = with_color.geometry(pos)
+    d1, f1 = density_only.geometry(pos)
+    assert torch.equal(d0, d1) and torch.equal(f0, f1)
+    with pytest.raises(ValueError, match="no colour head"):
+        density_only(pos, torch.nn.functional.normalize(torch.randn(6, 3), dim=-1))

@@ -90,3 +90,54 @@ def test_soft_query_injection_step_reduces_the_query_distance(sd: StableDiffusio
     assert after < step.distance
     with pytest.raises(ValueError, match="not found"):
         AttentionControl(sd.unet, ["up_blocks.9.attn1"])
+
+
+def test_kv_layers_apart_from_query_layers(sd: StableDiffusionPrior):
+    layers = self_attention_layers(sd.unet)
+    queries_at, kv_at = layers[:2], layers[2:]
+    emb, source, target = sd.embed("a cat"), _inputs(6), _inputs(7)
+    with AttentionControl(sd.unet, queries_at, record_queries=True, record_kv=True, kv_layers=kv_at) as ctrl:
+        sd.predict_noise(source, 400, emb)
+        assert sorted(ctrl.queries) == sorted(queries_at) and sorted(ctrl.keys) == sorted(kv_at)
+        ctrl.record_kv, ctrl.inject_kv = False, True
+        injected = sd.predict_noise(target, 400, emb).eps
+    with AttentionControl(sd.unet, kv_at, record_kv=True) as ctrl:  # the same injection with one layer list
+        sd.predict_noise(source, 400, emb)
+        ctrl.record_kv, ctrl.inject_kv = False, True
+        assert torch.equal(sd.predict_noise(target, 400, emb).eps, injected)
+
+
+def test_soft_injection_with_control_inside_a_kv_injecting_control(sd: StableDiffusionPrior):
+    """QNeRF's guided step: the natural queries come from the ControlNet-guided pass that attends to the source's
+    keys/values; the step lowers the distance measured in that same pass, for both step rules."""
+    from scene3d.core.cameras import CameraBatch
+    from scene3d.priors import ControlInput
+
+    layers = self_attention_layers(sd.unet)
+    emb, source, x = sd.embed(["a cat", "a dog"]), _inputs(8), _inputs(9)
+    control = ControlInput(torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(0)))
+    cameras = CameraBatch.from_fov(torch.eye(4).expand(2, 4, 4), 50.0, 24, 16)
+    with AttentionControl(sd.unet, layers, kv_layers=layers[2:], record_kv=True) as ctrl:
+        sd.predict_noise(source, 600, emb)
+        ctrl.record_kv, ctrl.inject_kv = False, True
+        ctrl.record_queries = True
+        sd.predict_noise(_inputs(10), 600, emb, control=control)
+        targets = {k: v.clone() for k, v in ctrl.queries.items()}
+        ctrl.record_queries = False
+        for rule, alpha in (("gradient", 1e-3), ("polyak", 0.3)):
+            step = soft_query_injection(sd, x, 600, emb, targets, step_size=alpha, rule=rule, control=control,
+                                        cameras=cameras, attention=ctrl)  # fmt: skip
+            assert not ctrl.record_queries and ctrl.inject_kv  # the control's flags are as they were
+            ctrl.record_queries = True
+            sd.predict_noise(step.latents, 600, emb, control=control)
+            after = query_distance(ctrl.queries, targets, per_sample=True)
+            ctrl.record_queries = False
+            assert bool((after < step.distances).all()), (rule, after, step.distances)
+            assert torch.allclose(step.distances.sum(), step.distance)
+        # Polyak: alpha is the fraction of D the linearised step removes, per latent
+        assert step.step.shape == (2,) and not torch.equal(step.step[0], step.step[1])
+    without_control = soft_query_injection(sd, x, 600, emb, targets, step_size=1e-3)
+    assert not torch.allclose(without_control.distance, step.distance)
+    with pytest.raises(ValueError, match="does not control the queries"):
+        with AttentionControl(sd.unet, layers[:1]) as ctrl:
+            soft_query_injection(sd, x, 600, emb, targets, step_size=1e-3, attention=ctrl)
