@@ -34,14 +34,15 @@ def main(argv: list[str]) -> int:
     if args.out.suffix.lower() not in FORMATS:
         parser.error(f"--out must end in one of {FORMATS}, got {args.out.name!r}")
 
-    from nerfstudio.utils.eval_utils import eval_setup
+    from scene3d.export.runs import DREAMSPACE_METHODS, load_pipeline, read_run, require_method
 
-    from scene3d.methods.dreamspace.model import DreamSpaceModel
-
-    _, pipeline, _, step = eval_setup(args.load_config, test_mode="inference")
+    run = read_run(args.load_config)  # one clear error for a wrong path or method before anything loads
+    require_method(run, DREAMSPACE_METHODS, "s3d export dreamspace")
+    _, pipeline, _, step = load_pipeline(run)
     model = pipeline.model
-    if not isinstance(model, DreamSpaceModel):
-        raise ValueError(f"{args.load_config} is a {type(model).__name__} run; `s3d export dreamspace` exports DreamSpace runs")
+    for attribute in ("atlas", "display", "current_panorama"):
+        if not hasattr(model, attribute):
+            raise ValueError(f"{type(model).__name__} has no {attribute!r}: `s3d export dreamspace` exports DreamSpace runs")
     if not (model.has_atlas and model.has_texture):
         raise ValueError(f"{args.load_config}: the run has no texture yet (step {step}); train past the panorama's "
                          "projection first")  # fmt: skip

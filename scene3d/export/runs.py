@@ -30,11 +30,14 @@ SPLAT_METHODS = frozenset({"s3d-splat", "s3d-splat-tiny", "regs", "regs-tiny", "
 """Runs whose model holds Gaussian splats (``s3d export splat``)."""
 EPIGRAF_METHODS = frozenset({"epigraf", "epigraf-tiny"})
 """EpiGRAF runs (``s3d export epigraf``)."""
+DREAMSPACE_METHODS = frozenset({"dreamspace", "dreamspace-tiny"})
+"""Runs whose model is a textured room mesh (``s3d export dreamspace``)."""
 
 _KINDS = (
     (NERF_METHODS, "a NeRF", "s3d export mesh"),
     (SPLAT_METHODS, "Gaussian splats", "s3d export splat"),
     (EPIGRAF_METHODS, "a 3D GAN", "s3d export epigraf"),
+    (DREAMSPACE_METHODS, "a retextured room", "s3d export dreamspace"),
     (frozenset({"clnerf", "clnerf-tiny"}), "a continual NeRF", "ns-export / ns-render"),
 )
 
