@@ -127,7 +127,10 @@ def read_scene(path: str | Path) -> StoredScene:
         light = Light.from_json(_field(block, "light", transforms, "scene3d"))
     except (KeyError, ValueError, TypeError) as err:
         raise DataError(transforms, "scene3d.light", f"malformed: {err}") from err
-    background = _field(meta, "background_color", transforms, "")
+    if block.get("kind") == "unbounded" and "background_color" not in meta:
+        background = (0.0, 0.0, 0.0)  # the environment sphere encloses every camera: no ray reaches a background
+    else:
+        background = _field(meta, "background_color", transforms, "")
     extra = {k: block[k] for k in ("room_size", "centre_viewpoint") if k in block}
     scene = Scene(objects=objects, light=light, background_color=tuple(float(c) for c in background), extra=extra)
     frames = _field(meta, "frames", transforms, "")

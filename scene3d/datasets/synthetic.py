@@ -12,6 +12,8 @@ Kinds:
     ``changing``    ``steps`` time steps of a changing object scene, one dataset per step, one world frame
     ``room``        a furnished box room: centre views, interior views, an equirectangular panorama
     ``collection``  many instances of one parametric shape family (superquadrics), each from random poses
+    ``unbounded``   an object group on a ground running out to a far environment (≥ 20× its radius), filmed
+                    along a handheld-style path; no background colour, ``scene_box`` is the region of interest
 
 This module imports neither nerfstudio nor open3d at import time (open3d and trimesh load on first render).
 
@@ -35,18 +37,18 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("object", "forward", "changing", "room", "collection")
+KINDS = ("object", "forward", "changing", "room", "collection", "unbounded")
 """The scene kinds :func:`generate_scene` builds."""
 GENERATOR_VERSION = "1.0"
 """Written into every dataset's ``scene3d.generator_version``; bumped whenever outputs for the same arguments change."""
-DEFAULT_SIZE = {"object": 128, "forward": 128, "changing": 128, "room": 128, "collection": 64}
+DEFAULT_SIZE = {"object": 128, "forward": 128, "changing": 128, "room": 128, "collection": 64, "unbounded": 128}
 """Image side in pixels when ``size`` is not given."""
-DEFAULT_VIEWS = {"object": 100, "forward": 40, "changing": 40, "room": 60, "collection": 4}
+DEFAULT_VIEWS = {"object": 100, "forward": 40, "changing": 40, "room": 60, "collection": 4, "unbounded": 100}
 """Views when ``views`` is not given (per time step for ``changing``, per instance for ``collection``)."""
 DEFAULT_INSTANCES = 200
 """Instances of a ``collection`` when ``instances`` is not given."""
-POINTS = {"object": 20000, "forward": 30000, "changing": 20000, "room": 50000}
-"""Points sampled into ``points3d.ply`` per kind (``collection`` writes none: its instances overlap)."""
+POINTS = {"object": 20000, "forward": 30000, "changing": 20000, "room": 50000, "unbounded": 30000}
+"""Points written into ``points3d.ply`` per kind (``collection`` writes none: its instances overlap)."""
 MIN_SIZE, MAX_SIZE = 32, 800
 
 
@@ -211,6 +213,10 @@ def _generate(
         from scene3d.datasets.changing import generate_changing
 
         generate_changing(out, size=size, views=views, seed=seed, stylized=stylized, steps=steps)
+    elif kind == "unbounded":
+        from scene3d.datasets.unbounded import generate_unbounded
+
+        generate_unbounded(out, size=size, views=views, seed=seed, stylized=stylized)
     elif kind == "room":
         from scene3d.datasets.room import generate_room
 

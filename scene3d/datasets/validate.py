@@ -3,8 +3,13 @@
 :func:`validate_dataset` reads ``transforms.json`` and the headers of every file it names, and raises one
 :class:`~scene3d.core.errors.DataError` naming the file and the field of the first problem it finds: a missing or
 malformed ``transforms.json``, a missing field, a missing or unreadable image / depth / mask / normal file, an image
-whose size disagrees with ``w``/``h``, a depth map that is not 16-bit, a non-finite or non-rigid pose, a split that
-is missing, empty or names unknown files. It imports neither nerfstudio nor open3d.
+whose size disagrees with ``w``/``h``, a depth map that is not 16-bit, a non-finite or non-rigid pose, distortion
+that no scene3d method can honour (FULL_OPENCV's rational terms, a perspective ``k4``, fisheye tangential terms), a
+split list that is empty or names unknown files. It imports neither nerfstudio nor open3d.
+
+Datasets as ``ns-process-data`` writes them load as they are: without split lists they get nerfstudio's default
+split (:func:`default_split`), distortion may be global or per frame, ``aabb_scale`` (Instant-NGP's far-field
+extent) is read, and ``downscale_factor`` reads the ``images_N`` (``masks_N``, ``depths_N``) copies it makes.
 
 Errors point at the file to fix: ``transforms.json`` for JSON-level problems (``field`` is a key path such as
 ``frames[3].transform_matrix``), the image itself for file-level problems (``field`` is the frame key that names it).
@@ -27,8 +32,15 @@ import numpy as np
 
 from scene3d.core.errors import DataError
 
-SUPPORTED_CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV")
-"""``camera_model`` values read as pinhole cameras (nerfstudio's ``CameraType.PERSPECTIVE``)."""
+SUPPORTED_CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE")
+"""``camera_model`` values scene3d reads: pinhole with Brown–Conrady distortion (nerfstudio's
+``CameraType.PERSPECTIVE``, ``k1 k2 k3 p1 p2``) and OpenCV's fisheye (``CameraType.FISHEYE``, ``k1 … k4``)."""
+DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+"""nerfstudio's six distortion parameters, in the order of its ``distortion_params``."""
+UNSUPPORTED_DISTORTION_KEYS = ("k5", "k6", "s1", "s2", "s3", "s4")
+"""Coefficients of camera models nerfstudio cannot undistort (FULL_OPENCV's rational terms, thin prism)."""
+TRAIN_SPLIT_FRACTION = 0.9
+"""nerfstudio's default ``train_split_fraction`` (``eval_mode="fraction"``) for datasets without split lists."""
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 SPLITS = ("train", "val", "test")
 _RIGID_TOL = 1e-3  # |RᵀR − I| and |det R − 1|: loose enough for poses stored as rounded decimals
@@ -77,15 +89,21 @@ class DatasetSummary:
         return "\n".join(lines)
 
 
-def validate_dataset(path: str | Path) -> DatasetSummary:
+def validate_dataset(path: str | Path, *, downscale_factor: int = 1) -> DatasetSummary:
     """Check a dataset folder (or its ``transforms.json``, or a ``changing`` root with ``manifest.json``).
+
+    Args:
+        path: the folder or its ``transforms.json``.
+        downscale_factor: check the ``1/downscale_factor`` copies of the frame files (``images_N/``) instead.
 
     Raises:
         DataError: the first problem found, naming the file and the field.
     """
     path = Path(path)
+    if not isinstance(downscale_factor, int) or downscale_factor < 1:
+        raise ValueError(f"downscale_factor must be a positive integer, got {downscale_factor!r}")
     if path.is_file():
-        return _validate_transforms(path)
+        return _validate_transforms(path, downscale_factor)
     if path.suffix == ".json" and path.parent.is_dir():
         _missing_transforms(path)
     if not path.is_dir():
@@ -94,7 +112,27 @@ def validate_dataset(path: str | Path) -> DatasetSummary:
         return _validate_changing(path / "manifest.json")
     if not (path / "transforms.json").is_file():
         _missing_transforms(path / "transforms.json")
-    return _validate_transforms(path / "transforms.json")
+    return _validate_transforms(path / "transforms.json", downscale_factor)
+
+
+def default_split(file_paths: list[str], fraction: float = TRAIN_SPLIT_FRACTION) -> tuple[list[int], list[int]]:
+    """nerfstudio's split for datasets without split lists: frames sorted by file name, ``⌈n · fraction⌉`` evenly
+    spaced (first and last included) train, the rest eval (``get_train_eval_split_fraction``).
+
+    Returns:
+        Indices into ``file_paths`` of the train and of the eval frames (eval serves as ``val`` and ``test``).
+
+    Example:
+        >>> default_split([f"images/{i}.png" for i in range(10)])
+        ([0, 1, 2, 3, 4, 5, 6, 7, 9], [8])
+    """
+    order = sorted(range(len(file_paths)), key=lambda i: str(file_paths[i]))
+    n = len(order)
+    n_train = math.ceil(n * fraction)
+    picks = set(np.linspace(0, n - 1, n_train, dtype=int).tolist())
+    train = sorted(order[i] for i in picks)
+    evaluation = sorted(order[i] for i in range(n) if i not in picks)
+    return train, evaluation
 
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG")
@@ -159,14 +197,24 @@ def check_pose(value: Any, tf: Path, field: str) -> np.ndarray:
     return out
 
 
-def _file(tf: Path, frame: dict[str, Any], key: str, index: int) -> Path:
+def downscaled_path(root: Path, value: str, downscale_factor: int) -> Path:
+    """Where ``ns-process-data`` keeps a frame file at ``1/downscale_factor`` resolution: ``images/x.png`` →
+    ``images_4/x.png`` (the folder of the file, suffixed, as nerfstudio's dataparser reads it)."""
+    path = Path(value)
+    if downscale_factor == 1:
+        return root / path
+    return root / path.parent.parent / f"{path.parent.name}_{downscale_factor}" / path.name
+
+
+def _file(tf: Path, frame: dict[str, Any], key: str, index: int, downscale_factor: int = 1) -> Path:
     value = frame[key]
     field = f"frames[{index}].{key}"
     if not isinstance(value, str) or not value:
         raise DataError(tf, field, f"must be a relative file path, got {value!r}")
-    file = tf.parent / value
+    file = downscaled_path(tf.parent, value, downscale_factor)
     if not file.is_file():
-        raise DataError(file, field, f"file does not exist (named in {tf})")
+        extra = f" at 1/{downscale_factor} resolution (downscale_factor)" if downscale_factor != 1 else ""
+        raise DataError(file, field, f"file does not exist{extra} (named in {tf})")
     return file
 
 
@@ -200,7 +248,31 @@ def _check_depth(file: Path, field: str, size: tuple[int, int]) -> None:
         raise DataError(file, field, f"depth is {got[0]}x{got[1]}, its image is {size[0]}x{size[1]}")
 
 
-def _validate_transforms(tf: Path) -> DatasetSummary:
+def _check_distortion(tf: Path, meta: dict[str, Any], frames: list[Any], model: str) -> None:
+    """Distortion given at the top level or per frame, as coefficients or ``distortion_params``: finite numbers,
+    and only what nerfstudio's cameras (rays) and its image undistortion (splats) can honour."""
+    fisheye = model == "OPENCV_FISHEYE"
+    for where, source in [("", meta), *((f"frames[{i}].", f) for i, f in enumerate(frames))]:
+        for key in UNSUPPORTED_DISTORTION_KEYS:
+            if key in source and source[key] != 0:
+                raise DataError(tf, where + key, f"distortion coefficient {key} is not supported (models with k1 k2 "
+                                "k3 p1 p2 or fisheye k1..k4 are); undistort the images first (COLMAP image_undistorter)")  # fmt: skip
+        values = {k: source[k] for k in DISTORTION_KEYS if k in source}
+        if "distortion_params" in source:
+            params = source["distortion_params"]
+            if not isinstance(params, list) or len(params) != 6:
+                raise DataError(tf, where + "distortion_params", f"must be a list of 6 numbers (k1 k2 k3 k4 p1 p2), got {params!r}")
+            values = dict(zip(DISTORTION_KEYS, params, strict=True))
+        for key, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise DataError(tf, where + key, f"must be a finite number, got {value!r}")
+        if not fisheye and values.get("k4", 0) != 0:
+            raise DataError(tf, where + "k4", f"k4 is only read for OPENCV_FISHEYE cameras, camera_model is {model}")
+        if fisheye and (values.get("p1", 0) != 0 or values.get("p2", 0) != 0):
+            raise DataError(tf, where + "p1", "OPENCV_FISHEYE cameras have no tangential distortion (p1, p2)")
+
+
+def _validate_transforms(tf: Path, downscale_factor: int = 1) -> DatasetSummary:
     meta = load_json(tf)
     frames = meta.get("frames")
     if "frames" not in meta:
@@ -210,6 +282,7 @@ def _validate_transforms(tf: Path) -> DatasetSummary:
     model = meta.get("camera_model", "OPENCV")
     if model not in SUPPORTED_CAMERA_MODELS:
         raise DataError(tf, "camera_model", f"must be one of {SUPPORTED_CAMERA_MODELS}, got {model!r}")
+    _check_distortion(tf, meta, frames, model)
 
     optional_files = ("depth_file_path", "normal_file_path", "mask_path", "stylized_file_path")
     present = {k: 0 for k in optional_files}
@@ -230,19 +303,22 @@ def _validate_transforms(tf: Path) -> DatasetSummary:
         w = int((frame if "w" in frame else meta)["w"])
         h = int((frame if "h" in frame else meta)["h"])
         check_pose(frame["transform_matrix"], tf, where + "transform_matrix")
-        image = _file(tf, frame, "file_path", i)
+        image = _file(tf, frame, "file_path", i, downscale_factor)
         if frame["file_path"] in seen:
             raise DataError(tf, where + "file_path", f"same file as frames[{seen[frame['file_path']]}]")
         seen[frame["file_path"]] = i
         size, _, _ = _image_info(image, where + "file_path")
-        if size != (w, h):
+        if downscale_factor == 1 and size != (w, h):
             raise DataError(image, where + "file_path", f"image is {size[0]}x{size[1]}, but w x h is {w}x{h}")
+        if downscale_factor > 1 and (abs(size[0] - w / downscale_factor) > 1 or abs(size[1] - h / downscale_factor) > 1):
+            problem = f"image is {size[0]}x{size[1]}, but w x h / {downscale_factor} is {w / downscale_factor:g}x{h / downscale_factor:g}"
+            raise DataError(image, where + "file_path", problem)
         first_size = first_size or size
         for key in optional_files:
             if key not in frame:
                 continue
             present[key] += 1
-            file = _file(tf, frame, key, i)
+            file = _file(tf, frame, key, i, downscale_factor)
             if key == "depth_file_path":
                 _check_depth(file, where + key, size)
                 continue
@@ -259,6 +335,8 @@ def _validate_transforms(tf: Path) -> DatasetSummary:
     counts = _check_splits(tf, meta, seen)
     num_points = _check_ply(tf, meta) if "ply_file_path" in meta else None
     box = _check_box(tf, meta) if "scene_box" in meta else None
+    if "aabb_scale" in meta:
+        _number(meta, "aabb_scale", tf, "", positive=True)
     background = _check_background(tf, meta) if "background_color" in meta else None
     block = meta.get("scene3d")
     assert first_size is not None
@@ -283,11 +361,17 @@ def _validate_transforms(tf: Path) -> DatasetSummary:
 
 def _check_splits(tf: Path, meta: dict[str, Any], files: dict[str, int]) -> dict[str, int]:
     known = {str(Path(f)) for f in files}
+    if not any(f"{split}_filenames" in meta for split in SPLITS):
+        if len(files) < 2:
+            raise DataError(tf, "frames", "a dataset without split lists needs at least 2 frames (train and eval)")
+        train, evaluation = default_split(list(files))
+        return {"train": len(train), "val": len(evaluation), "test": len(evaluation)}
     counts = {}
     for split in SPLITS:
         key = f"{split}_filenames"
         if key not in meta:
-            raise DataError(tf, key, "missing (scene3d-data splits by train_filenames, val_filenames, test_filenames)")
+            raise DataError(tf, key, "missing: give train_filenames, val_filenames and test_filenames, or none of "
+                            "them (nerfstudio's default split)")  # fmt: skip
         names = meta[key]
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise DataError(tf, key, "must be a list of file paths")

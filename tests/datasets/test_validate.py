@@ -146,7 +146,7 @@ def test_other_top_level_fields(scene: Path) -> None:
     _expect(scene, tf, "scene_box", "below maximum")
     _edit(scene, lambda m: m.update(scene_box=[[0, 0, 0], [1, 1, 1]], background_color=[0, 2, 0]))
     _expect(scene, tf, "background_color", "[0, 1]")
-    _edit(scene, lambda m: m.update(background_color=[0, 1, 0], camera_model="OPENCV_FISHEYE"))
+    _edit(scene, lambda m: m.update(background_color=[0, 1, 0], camera_model="EQUIRECTANGULAR"))
     _expect(scene, tf, "camera_model", "must be one of")
     _edit(scene, lambda m: m.update(camera_model="OPENCV"))
     (scene / "points3d.ply").unlink()
