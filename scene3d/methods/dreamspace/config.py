@@ -59,7 +59,7 @@ def dreamspace_tiny_config() -> S3DTrainerConfig:
         diffusion=TINY, controlnet=TINY, inpainting=TINY,
         steps=8, atlas_resolution=128, coarse_height=32, fine_height=64,
         tile_size=32, tile_layout=TileLayout(rings=((0.0, 6),), poles=True, fov_deg=90.0),
-        views=3, view_size=48, view_candidates=8,
+        views=3, view_size=48, view_candidates=8, inpaint_candidates=2,
         imitation_steps=150, imitation_batch=2048, imitation_refresh=50,
     )  # fmt: skip
     return _trainer("dreamspace-tiny", pipeline, steps_per_save=50, lr=5e-3)

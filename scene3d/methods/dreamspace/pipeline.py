@@ -116,9 +116,9 @@ class DreamSpacePipelineConfig(VanillaPipelineConfig):
     """Candidate eye positions tried per interior view."""
     view_clearance: float = 0.3
     """Candidate eyes keep this distance (metres) from every surface."""
-    inpaint_candidates: int = 1
-    """Inpainting candidates per view; with more than one, the one most consistent with the known pixels around the
-    hole is kept."""
+    inpaint_candidates: int = 4
+    """Inpainting candidates per interior view; the one whose border with the known pixels is the most seamless is
+    kept (its index and every candidate's score are stored with the view)."""
     imitation_steps: int = 2000
     """Gradient steps of the imitating network."""
     imitation_batch: int = 16384

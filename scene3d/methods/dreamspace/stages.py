@@ -44,6 +44,7 @@ from scene3d.methods.dreamspace.panorama import (
 )
 from scene3d.methods.dreamspace.texturing import (
     TexelSource,
+    needs_texture,
     project_panorama,
     project_view,
     render_texture,
@@ -188,10 +189,13 @@ def run_project(p: DreamSpacePipeline, step: int, index: int) -> dict[str, float
     model, cfg = p.model, p.config
     panorama = model.current_panorama().cpu()
     texels = model.texels
-    # with propagation off nothing else will colour the grazing texels: the panorama takes every visible texel
-    min_cos = cfg.panorama_min_cos if cfg.propagate else 0.0
-    projection = project_panorama(model.raycaster(), texels, panorama, model.panorama_c2w.cpu(), min_cos=min_cos)
-    set_texels(p, projection.seen, projection.colors, TexelSource.PANORAMA)
+    projection = project_panorama(model.raycaster(), texels, panorama, model.panorama_c2w.cpu(), min_cos=0.0)
+    confident = projection.seen & (projection.cosine >= cfg.panorama_min_cos)
+    set_texels(p, confident, projection.colors, TexelSource.PANORAMA)
+    # grazing texels keep the panorama's colour as a fallback (all of them count as the panorama's without
+    # propagation: nothing else will colour them)
+    grazing = projection.seen & ~confident
+    set_texels(p, grazing, projection.colors, TexelSource.GRAZING if cfg.propagate else TexelSource.PANORAMA)
     refresh_display(p, use_network=False)
     p.write_image("panorama.png", panorama)
     coverage = texel_coverage(model.source, texels.mask.to(model.source.device))
@@ -219,7 +223,7 @@ def run_view(p: DreamSpacePipeline, step: int, index: int) -> dict[str, float]:
     if p._propagation_over:
         return {}
     texels, raycaster = model.texels, model.raycaster()
-    needed = (surface_sources(p) == TexelSource.EMPTY).cpu()
+    needed = needs_texture(surface_sources(p)).cpu()
     size = cfg.view_size
     K = intrinsics_from_fov(cfg.view_fov, size, size)
     stored = p.stored_view("view", index)
@@ -238,9 +242,9 @@ def run_view(p: DreamSpacePipeline, step: int, index: int) -> dict[str, float]:
         known, mask = view_inputs(p, c2w, K, size)
         if not bool(mask.any()):
             return {}
-        image = inpaint_view(p, known, mask, c2w, K, generator)
-        p.store_view(GeneratedView(rgb=image.permute(1, 2, 0), c2w=c2w, K=K, mask=mask, stage="view",
-                                   meta={"index": index}))  # fmt: skip
+        image, chosen, scores = inpaint_view(p, known, mask, c2w, K, generator)
+        meta = {"index": index, "candidate": chosen, "boundary_scores": [round(x, 5) for x in scores]}
+        p.store_view(GeneratedView(rgb=image.permute(1, 2, 0), c2w=c2w, K=K, mask=mask, stage="view", meta=meta))
     projection = project_view(raycaster, texels, image, c2w, K, min_cos=cfg.view_min_cos, restrict=needed)
     set_texels(p, projection.seen, projection.colors, TexelSource.INPAINTED)
     refresh_display(p, use_network=False)
@@ -252,7 +256,8 @@ def view_inputs(
     p: DreamSpacePipeline, c2w: Float[Tensor, "4 4"], K: Float[Tensor, "3 3"], size: int
 ) -> tuple[Float[Tensor, "3 H W"], Bool[Tensor, "H W"]]:
     """The room as textured so far seen from ``c2w``, and the pixels to inpaint: surfaces whose texel is still
-    empty and that the view sees confidently, grown by one pixel so the inpainting blends into the border."""
+    empty (or only seen at a grazing angle) and that the view sees confidently, grown by one pixel so the inpainting
+    blends into the border."""
     model, cfg = p.model, p.config
     origins, directions = pinhole_rays(c2w.to(model.device), K.to(model.device), size, size)
     render = render_texture(model.raycaster(), model.atlas_uvs[model.atlas_faces], model.display, origins, directions,
@@ -262,7 +267,7 @@ def view_inputs(
     h, w = model.texture.shape[:2]
     col = (uv[..., 0] * w).long().clamp(0, w - 1)
     row = ((1.0 - uv[..., 1]) * h).long().clamp(0, h - 1)
-    empty = model.source[row, col] == TexelSource.EMPTY
+    empty = needs_texture(model.source[row, col])
     cos = (hits.normals * hits.directions).sum(-1).abs()
     mask = hits.mask & empty & (cos >= cfg.view_min_cos)
     mask = F.max_pool2d(mask[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0.5
@@ -272,9 +277,9 @@ def view_inputs(
 def inpaint_view(
     p: DreamSpacePipeline, known: Float[Tensor, "3 H W"], mask: Bool[Tensor, "H W"], c2w: Float[Tensor, "4 4"],
     K: Float[Tensor, "3 3"], generator: torch.Generator,
-) -> Float[Tensor, "3 H W"]:  # fmt: skip
+) -> tuple[Float[Tensor, "3 H W"], int, list[float]]:  # fmt: skip
     """Inpaint the view's gaps; with several candidates, keep the one whose border with the known pixels is the most
-    seamless (:func:`boundary_discontinuity`)."""
+    seamless (:func:`boundary_discontinuity`). Returns the image, its candidate index and every candidate's score."""
     cfg = p.config
     prior = p.prior("inpainting")
     size = known.shape[-1]
@@ -286,7 +291,8 @@ def inpaint_view(
     )  # fmt: skip
     candidates = out.images.float().cpu().clamp(0.0, 1.0)
     scores = [boundary_discontinuity(c, mask) for c in candidates]
-    return candidates[int(np.argmin(scores))]
+    chosen = int(np.argmin(scores))
+    return candidates[chosen], chosen, scores
 
 
 def imitation_step(p: DreamSpacePipeline, step: int, step_in_stage: int, optimizers) -> Tensor:  # noqa: ANN001
@@ -294,7 +300,8 @@ def imitation_step(p: DreamSpacePipeline, step: int, step_in_stage: int, optimiz
     model, cfg = p.model, p.config
     texels = model.texels
     if step_in_stage == 0 or getattr(p, "_imitation_index", None) is None:
-        p._imitation_index = torch.nonzero(surface_sources(p) != TexelSource.EMPTY).squeeze(-1)
+        sources = surface_sources(p)  # the confident texels: the panorama's and the inpainted views'
+        p._imitation_index = torch.nonzero((sources == TexelSource.PANORAMA) | (sources == TexelSource.INPAINTED)).squeeze(-1)
         for optimizer in optimizers.optimizers.values():
             optimizer.state.clear()  # the stage starts from fresh moments
     index = p._imitation_index

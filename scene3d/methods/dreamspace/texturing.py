@@ -39,6 +39,14 @@ class TexelSource(IntEnum):
     """Predicted by the imitating network."""
     FILLED = 4
     """The panorama's mean colour (propagation switched off)."""
+    GRAZING = 5
+    """Seen from the centre at a grazing angle only: the panorama's colour, kept unless an interior view textures the
+    texel (not imitated, not used to train the imitating network)."""
+
+
+def needs_texture(source: Tensor) -> Tensor:
+    """Texels an interior view should texture: empty, or coloured only at a grazing angle."""
+    return (source == TexelSource.EMPTY) | (source == TexelSource.GRAZING)
 
 
 @dataclass(frozen=True)
@@ -179,7 +187,7 @@ def panorama_only_texture(
 ) -> Float[Tensor, "H W 3"]:
     """The texture with propagation switched off: the panorama's texels as they are, every other surface texel the
     mean colour of the panorama's texels (a neutral fill, kinder to the baseline than black)."""
-    from_panorama = (source == TexelSource.PANORAMA) & surface
+    from_panorama = ((source == TexelSource.PANORAMA) | (source == TexelSource.GRAZING)) & surface
     if not bool(from_panorama.any()):
         return torch.full_like(texture, 0.5)
     mean = texture[from_panorama].mean(0)
