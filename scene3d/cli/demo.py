@@ -9,7 +9,7 @@ Stages, each a function of a :class:`DemoContext`, run in the order of :data:`ST
 3. ``evaluate``        PSNR / SSIM (and LPIPS when its weights are present) on the held-out views against ground
                        truth, and ``OUT/eval_views.png`` (prediction over ground truth);
 4. ``turntable``       ``OUT/turntable.mp4``, an orbit at the training cameras' distance and elevation;
-5. ``export_mesh``     ``OUT/mesh.ply`` (marching cubes, colours as rendered; ``s3d export mesh`` does the same);
+5. ``export_mesh``     ``OUT/mesh.ply`` (rendered depth fused, colours as rendered; ``s3d export mesh`` does the same);
 6. ``stylize``         ReGS: the scene restyled from one stylized reference view (``scene3d.methods.regs.demo``);
 7. ``print_commands``  the commands to open the viewer on the run, re-export, render and evaluate.
 
@@ -223,12 +223,12 @@ def turntable(ctx: DemoContext) -> None:
 
 
 def export_mesh(ctx: DemoContext) -> None:
-    """Marching cubes of the density with rendered vertex colours."""
-    from scene3d.export.mesh import Mesh, extract_mesh, to_dataset_frame, training_rays, write_mesh
+    """The surface the renders show (rendered depth of 32 training views fused), with rendered vertex colours."""
+    from scene3d.export.mesh import Mesh, extract_mesh, to_dataset_frame, training_views, write_mesh
 
     pipeline = ctx.trainer.pipeline
-    with ctx.console.status(f"extracting the mesh (marching cubes at {ctx.args.mesh_resolution}) ..."):
-        mesh = extract_mesh(pipeline.model, resolution=ctx.args.mesh_resolution, level_rays=training_rays(pipeline))
+    with ctx.console.status(f"extracting the mesh (32 views fused, marching cubes at {ctx.args.mesh_resolution}) ..."):
+        mesh = extract_mesh(pipeline.model, training_views(pipeline), resolution=ctx.args.mesh_resolution)
         mesh = Mesh(to_dataset_frame(mesh.vertices, pipeline), mesh.faces, mesh.colors)
         path = write_mesh(mesh, ctx.out / "mesh.ply")
     ctx.summary.append(("mesh", f"{path} ({len(mesh.vertices)} vertices, {len(mesh.faces)} faces)"))

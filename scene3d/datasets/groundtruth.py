@@ -106,3 +106,34 @@ def project_points(
     u = K[0, 0] * cam[:, 0] / safe + K[0, 2]
     v = -K[1, 1] * cam[:, 1] / safe + K[1, 2]
     return u, v, z
+
+
+def visible_surface(
+    folder: str | Path, *, split: str = "train", depth_unit: float = 1e-3
+) -> tuple[Float[np.ndarray, "N 3"], Float[np.ndarray, "N 3"]]:
+    """The true surface the frames of ``split`` see: every pixel with a surface back-projected to its world point
+    (at the pixel centre's z-depth), with that pixel's colour in ``[0, 1]``.
+
+    ``split`` is ``"train"``, ``"val"``, ``"test"`` (the ``<split>_filenames`` list of ``transforms.json``) or
+    ``"all"``. Surfaces no frame of the split sees (under objects, back faces) are not in it: it is the part of the
+    truth a reconstruction from those frames can be held to.
+    """
+    folder = Path(folder)
+    meta = json.loads((folder / "transforms.json").read_text(encoding="utf-8"))
+    if split == "all":
+        wanted = None
+    elif f"{split}_filenames" in meta:
+        wanted = set(meta[f"{split}_filenames"])
+    else:
+        raise ValueError(f"split must be 'all' or one with a '<split>_filenames' list in transforms.json, got {split!r}")
+    points, colors = [], []
+    for i, frame in enumerate(meta["frames"]):
+        if wanted is not None and frame["file_path"] not in wanted:
+            continue
+        gt = read_frame(folder, i, depth_unit=depth_unit)
+        hit = gt.depth > 0
+        points.append(backproject_depth(gt.depth, gt.c2w, gt.K)[hit])
+        colors.append(gt.rgb[hit].astype(np.float64) / 255.0)
+    if not points:
+        raise ValueError(f"no frame of split {split!r} in {folder / 'transforms.json'}")
+    return np.concatenate(points), np.concatenate(colors)

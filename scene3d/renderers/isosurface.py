@@ -68,6 +68,7 @@ def marching_cubes(
     level: float,
     *,
     inside: Literal["high", "low"] = "high",
+    mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """World-space vertices (float32) and outward-wound faces (int64) of the ``level`` set of a :func:`sample_grid`.
 
@@ -76,6 +77,9 @@ def marching_cubes(
         lower, upper: the box the grid spans.
         level: the iso-value.
         inside: ``"high"`` when values above ``level`` are inside (a density), ``"low"`` when below (an SDF).
+        mask: optional boolean array of ``values``' shape, scikit-image's ``mask``: the cube spanning indices
+            ``[i, i + 1]`` (per axis) is marched only where ``mask[i + 1, j + 1, k + 1]`` holds (e.g.
+            :func:`scene3d.renderers.tsdf.observed_cubes`).
 
     Raises:
         ValueError: ``level`` is outside the range of ``values`` (no surface).
@@ -88,7 +92,7 @@ def marching_cubes(
         )
     lo, hi = lower.cpu().numpy(), upper.cpu().numpy()
     spacing = tuple(float(s) for s in (hi - lo) / (np.asarray(values.shape) - 1))
-    verts, faces, _, _ = skimage_marching_cubes(values, level=level, spacing=spacing)
+    verts, faces, _, _ = skimage_marching_cubes(values, level=level, spacing=spacing, mask=mask)
     # on an (x, y, z) grid with increasing axes, scikit-image winds the faces of a "high inside" field inward
     if inside == "high":
         faces = faces[:, ::-1]
